@@ -1,0 +1,55 @@
+"""Typed configuration of the preprocessing pipeline (registered with Hydra as `preprocess_schema`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+# The 24 Wikipedias of mLUKE (Ri et al., 2022).
+LANGUAGES = (
+    "ar bn de el en es fi fr hi id it ja ko nl pl pt ru sv sw te th tr vi zh".split()
+)
+STAGES = ("extract", "interwiki", "entity_vocab", "dataset")
+
+
+@dataclass
+class EntityVocabConfig:
+    size: int = 1_200_000
+    # mLUKE keeps entities that appear in at least 3 languages.
+    min_num_languages: int = 3
+
+
+@dataclass
+class DatasetConfig:
+    max_seq_length: int = 512
+    max_entity_length: int = 128
+    max_mention_length: int = 30
+    min_sentence_length: int = 5
+    # Keep links whose entity is outside the vocabulary as [UNK] instead of dropping them.
+    keep_unknown_entities: bool = False
+
+
+@dataclass
+class PreprocessConfig:
+    out_dir: str = MISSING
+    # {lang: path to <lang>wiki-*-pages-articles*.xml[.bz2|.gz]}. Untyped so that
+    # `'dumps={en: a.xml.bz2}'` works without a `+` (see ENVIRONMENT.md).
+    dumps: Any = None
+    wikidata: Optional[str] = None
+    tokenizer: Optional[str] = None
+    stages: List[str] = field(default_factory=lambda: list(STAGES))
+    num_workers: int = 0  # 0 = all cores
+    overwrite: bool = False
+    # Use the pages read from a truncated dump instead of stopping.
+    allow_truncated: bool = False
+    progress: bool = True
+    entity_vocab: EntityVocabConfig = field(default_factory=EntityVocabConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+
+
+def register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="preprocess_schema", node=PreprocessConfig)

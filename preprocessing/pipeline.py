@@ -1,0 +1,228 @@
+"""The preprocessing pipeline: extract → interwiki → entity_vocab → dataset, then stats.
+
+Each stage writes into a temporary directory that is renamed into place when complete, so
+anything that exists under OUT is whole; a rerun skips what exists unless `overwrite=true`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from .config import LANGUAGES, STAGES, PreprocessConfig
+from .fsutil import atomic_dir, atomic_file
+
+log = logging.getLogger(__name__)
+
+
+class PreprocessError(Exception):
+    """A problem the user must fix; reported as one line, without a traceback."""
+
+
+def _languages(cfg: PreprocessConfig) -> list[str]:
+    if not cfg.dumps:
+        raise PreprocessError(
+            "no dumps given: pass 'dumps={en: path/enwiki-pages-articles.xml.bz2, ja: ...}'"
+        )
+    if not hasattr(cfg.dumps, "items"):
+        raise PreprocessError(f"dumps must map languages to dump files, got {cfg.dumps!r}")
+    unknown = [str(lang) for lang in cfg.dumps if lang not in LANGUAGES]
+    if unknown:
+        raise PreprocessError(
+            f"unknown language key(s) in dumps: {', '.join(unknown)}; "
+            f"expected Wikipedia codes among: {' '.join(LANGUAGES)}"
+        )
+    return [str(lang) for lang in cfg.dumps]
+
+
+def validate(cfg: PreprocessConfig) -> list[str]:
+    """Check everything that can be checked before any work; returns the languages."""
+    languages = _languages(cfg)
+    bad = [s for s in cfg.stages if s not in STAGES]
+    if bad:
+        raise PreprocessError(f"unknown stage(s) {bad}; stages are {list(STAGES)}")
+    out = Path(cfg.out_dir)
+    if "extract" in cfg.stages:
+        for lang in languages:
+            if cfg.overwrite or not (out / "pages" / lang).exists():
+                path = Path(str(cfg.dumps[lang]))
+                if not path.is_file():
+                    raise PreprocessError(f"dump for '{lang}' not found: {path}")
+    if "interwiki" in cfg.stages and cfg.wikidata and not Path(cfg.wikidata).is_file():
+        raise PreprocessError(f"wikidata dump not found: {cfg.wikidata}")
+    if "dataset" in cfg.stages and not cfg.tokenizer:
+        raise PreprocessError(
+            "the dataset stage needs tokenizer=NAME_OR_DIR (e.g. tokenizer=xlm-roberta-base)"
+        )
+    for key in ("size", "min_num_languages"):
+        if getattr(cfg.entity_vocab, key) < 1:
+            raise PreprocessError(f"entity_vocab.{key} must be >= 1")
+    return languages
+
+
+def _num_workers(cfg: PreprocessConfig) -> int:
+    return cfg.num_workers if cfg.num_workers > 0 else (os.cpu_count() or 1)
+
+
+def _done(path: Path, cfg: PreprocessConfig) -> bool:
+    if path.exists() and not cfg.overwrite:
+        log.info("%s exists, skipping (overwrite=true redoes it)", path)
+        return True
+    return False
+
+
+def run_extract(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
+    from .dumps import DumpError
+    from .extract import extract_dump
+
+    for lang in languages:
+        final = out / "pages" / lang
+        if _done(final, cfg):
+            continue
+        dump = Path(str(cfg.dumps[lang]))
+        partial = out / "pages" / f"{lang}.truncated"
+        try:
+            with atomic_dir(final) as tmp:
+                try:
+                    extract_dump(dump, lang, tmp, num_workers=_num_workers(cfg),
+                                 allow_truncated=cfg.allow_truncated, progress=cfg.progress)
+                except DumpError:
+                    # Keep the complete pages read so far, out of later stages' way.
+                    shutil.rmtree(partial, ignore_errors=True)
+                    shutil.copytree(tmp, partial)
+                    raise
+        except DumpError as e:
+            raise PreprocessError(
+                f"{e} — the pages read before it are kept in {partial}; "
+                "fix the file, or rerun with allow_truncated=true to use what can be read"
+            ) from None
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def run_interwiki(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
+    from .interwiki import build_interwiki
+
+    if not cfg.wikidata:
+        log.info("no wikidata dump given: entities stay per language")
+        return
+    final = out / "interwiki"
+    if _done(final, cfg):
+        return
+    with atomic_dir(final) as tmp:
+        build_interwiki(cfg.wikidata, languages, tmp, progress=cfg.progress)
+
+
+def run_entity_vocab(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
+    from .entity_vocab import build_entity_vocab
+
+    jsonl, flat = out / "entity_vocab.jsonl", out / "entity_vocab.json"
+    if jsonl.exists() and flat.exists() and not cfg.overwrite:
+        log.info("%s exists, skipping (overwrite=true redoes it)", jsonl)
+        return
+    missing = [lang for lang in languages if not (out / "pages" / lang).is_dir()]
+    if missing:
+        raise PreprocessError(f"entity_vocab needs the extract stage's output for: {missing}")
+    interwiki = out / "interwiki" if (out / "interwiki").is_dir() else None
+    # The .json is renamed first: the .jsonl, renamed last, marks a complete vocabulary.
+    jsonl.unlink(missing_ok=True)
+    with atomic_file(jsonl) as tmp_jsonl, atomic_file(flat) as tmp_flat:
+        build_entity_vocab(
+            out / "pages", languages, tmp_jsonl, tmp_flat, interwiki_dir=interwiki,
+            size=cfg.entity_vocab.size, min_num_languages=cfg.entity_vocab.min_num_languages,
+            progress=cfg.progress,
+        )
+
+
+def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
+    from transformers import AutoTokenizer
+
+    from .dataset import build_dataset, write_metadata
+    from .entity_vocab import EntityVocab
+
+    vocab_path = out / "entity_vocab.jsonl"
+    if not vocab_path.exists():
+        raise PreprocessError(f"the dataset stage needs {vocab_path}: run the entity_vocab stage")
+    entity_vocab = EntityVocab.load(vocab_path)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    root = out / "dataset"
+    meta_path = root / "metadata.json"
+    if meta_path.exists() and not cfg.overwrite:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("entity_vocab_sha256") != entity_vocab.sha256:
+            log.warning("entity vocabulary changed since %s was built: rebuilding it", root)
+            shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_metadata(out, tokenizer, cfg.tokenizer, entity_vocab, cfg, languages)
+    for lang in languages:
+        final = root / lang
+        if _done(final, cfg):
+            continue
+        with atomic_dir(final) as tmp:
+            stats = build_dataset(
+                out / "pages" / lang, lang, entity_vocab, tokenizer, tmp,
+                max_seq_length=cfg.dataset.max_seq_length,
+                max_entity_length=cfg.dataset.max_entity_length,
+                max_mention_length=cfg.dataset.max_mention_length,
+                min_sentence_length=cfg.dataset.min_sentence_length,
+                keep_unknown_entities=cfg.dataset.keep_unknown_entities,
+                num_workers=_num_workers(cfg), progress=cfg.progress,
+            )
+            (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+
+
+STAGE_FUNCTIONS = {
+    "extract": run_extract,
+    "interwiki": run_interwiki,
+    "entity_vocab": run_entity_vocab,
+    "dataset": run_dataset,
+}
+
+STAT_KEYS = ("pages", "redirects", "disambiguation", "paragraphs", "sentences", "links",
+             "links_in_vocab", "examples", "tokens", "entities")
+
+
+def collect_stats(out: Path, languages: list[str]) -> dict:
+    """Merge the per-language stats of the extract and dataset stages."""
+    stats = {}
+    for lang in languages:
+        merged: dict = {"skipped": {}}
+        for path in (out / "pages" / lang / "stats.json", out / "dataset" / lang / "stats.json"):
+            if not path.exists():
+                continue
+            part = json.loads(path.read_text())
+            for reason, n in part.pop("skipped", {}).items():
+                merged["skipped"][reason] = merged["skipped"].get(reason, 0) + n
+            for key, value in part.items():
+                if key in ("links", "paragraphs") and key in merged:
+                    continue  # the extract stage's count of links/paragraphs is the primary one
+                merged[key] = value
+        stats[lang] = {k: merged.get(k, 0) for k in STAT_KEYS} | {
+            k: v for k, v in merged.items() if k not in STAT_KEYS
+        }
+    return stats
+
+
+def format_summary(stats: dict) -> str:
+    cols = ("pages", "links", "links_in_vocab", "sentences", "examples", "tokens", "entities")
+    rows = [("lang",) + cols]
+    for lang, s in stats.items():
+        rows.append((lang,) + tuple(f"{s.get(c, 0):,}" for c in cols))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
+
+
+def run_pipeline(cfg: PreprocessConfig) -> dict:
+    languages = validate(cfg)
+    out = Path(cfg.out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for stage in STAGES:
+        if stage in cfg.stages:
+            log.info("stage %s", stage)
+            STAGE_FUNCTIONS[stage](cfg, out, languages)
+    stats = collect_stats(out, languages)
+    with atomic_file(out / "stats.json") as tmp:
+        tmp.write_text(json.dumps(stats, indent=1, ensure_ascii=False))
+    return stats
