@@ -1,0 +1,62 @@
+import pytest
+
+from preprocessing.fsutil import atomic_dir, atomic_file
+from preprocessing.titles import Redirects, normalize_title
+
+
+@pytest.mark.parametrize(
+    "raw, lang, expected",
+    [
+        ("london_(city)#History", "en", "London (city)"),
+        ("  foo__bar \u00a0baz ", "en", "Foo bar baz"),
+        ("AT&amp;T", "en", "AT&T"),
+        ("New%20York", "en", "New York"),
+        ("#History", "en", ""),
+        (":Berlin", "de", "Berlin"),
+        ("istanbul", "tr", "İstanbul"),
+        ("istanbul", "en", "Istanbul"),
+        ("ßeta", "de", "ßeta"),  # no single upper-case letter: MediaWiki leaves it
+        ("東京", "ja", "東京"),
+        ("\u200eParis\u200f", "fr", "Paris"),
+        ("e\u0301clair", "fr", "\u00c9clair"),  # NFC first, then upper-case
+    ],
+)
+def test_normalize_title(raw, lang, expected):
+    assert normalize_title(raw, lang) == expected
+
+
+def test_redirects_follow_chains_and_stop_on_cycles(tmp_path):
+    path = tmp_path / "redirects.tsv"
+    path.write_text("A\tB\nB\tC\nX\tY\nY\tX\nbroken line\n", encoding="utf-8")
+    redirects = Redirects.load(path)
+    assert len(redirects) == 4
+    assert redirects.resolve("A") == "C"
+    assert redirects.resolve("C") == "C"
+    assert redirects.resolve("X") in {"X", "Y"}
+
+
+def test_atomic_dir_keeps_nothing_on_failure(tmp_path):
+    final = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(final) as tmp:
+            (tmp / "half").write_text("x")
+            raise RuntimeError("killed")
+    assert not final.exists() and list(tmp_path.iterdir()) == []
+    with atomic_dir(final) as tmp:
+        (tmp / "whole").write_text("x")
+    assert (final / "whole").read_text() == "x"
+    with atomic_dir(final) as tmp:  # replaces a previous result
+        (tmp / "new").write_text("y")
+    assert sorted(p.name for p in final.iterdir()) == ["new"]
+
+
+def test_atomic_file(tmp_path):
+    final = tmp_path / "f.json"
+    with pytest.raises(KeyError):
+        with atomic_file(final) as tmp:
+            tmp.write_text("{")
+            raise KeyError
+    assert list(tmp_path.iterdir()) == []
+    with atomic_file(final) as tmp:
+        tmp.write_text("{}")
+    assert final.read_text() == "{}"
