@@ -1,0 +1,125 @@
+"""The preprocessing command as a user runs it: end to end, reruns, and bad input."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def preprocess(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return subprocess.run(
+        [sys.executable, str(ROOT / "launch" / "preprocess.py"), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def dumps_arg(dumps: dict[str, Path]) -> str:
+    return "dumps={" + ", ".join(f"{k}: '{v}'" for k, v in dumps.items()) + "}"
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory, fixture_dumps, wikidata_sample):
+    """The sample as users have it: bz2 dumps and a gzipped Wikidata dump."""
+    root = tmp_path_factory.mktemp("compressed")
+    dumps = {}
+    for lang, path in fixture_dumps.items():
+        dumps[lang] = root / f"{lang}wiki-latest-pages-articles.xml.bz2"
+        dumps[lang].write_bytes(bz2.compress(path.read_bytes()))
+    wikidata = root / "latest-all.json.gz"
+    wikidata.write_bytes(gzip.compress(wikidata_sample.read_bytes()))
+    return dumps, wikidata
+
+
+def test_cli_end_to_end_then_rerun_skips(tmp_path, compressed, tiny_tokenizer):
+    dumps, wikidata = compressed
+    out = tmp_path / "out"
+    args = [f"out_dir={out}", dumps_arg(dumps), f"wikidata={wikidata}",
+            f"tokenizer={tiny_tokenizer}", "num_workers=2", "entity_vocab.min_num_languages=2",
+            "dataset.max_seq_length=128", "progress=false"]
+    result = preprocess(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    stats = json.loads((out / "stats.json").read_text())
+    assert sorted(stats) == sorted(dumps)
+    for lang, s in stats.items():
+        assert s["pages"] > 0 and s["links"] >= s["links_in_vocab"] > 0, lang
+        assert s["examples"] > 0 and s["tokens"] > 0 and s["entities"] > 0, lang
+        ds = datasets.load_from_disk(str(out / "dataset" / lang))
+        assert len(ds) == s["examples"]
+        assert set(ds["language"]) == {lang}
+    # The summary table is printed with one row per language.
+    for lang in dumps:
+        assert any(line.strip().startswith(lang) for line in result.stdout.splitlines())
+
+    # Cross-language merge: with min_num_languages=2 every entity has titles in ≥ 2 languages.
+    with open(out / "entity_vocab.jsonl", encoding="utf-8") as f:
+        entries = [json.loads(line) for line in f]
+    regular = [e for e in entries if e["id"] > 2]
+    assert regular and all(len({lang for _, lang in e["entities"]}) >= 2 for e in regular)
+    assert [e["id"] for e in entries] == list(range(len(entries)))
+
+    # Nothing temporary is left behind.
+    assert not [p for p in out.rglob(".tmp-*")]
+
+    mtime = (out / "entity_vocab.jsonl").stat().st_mtime_ns
+    again = preprocess(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "entity_vocab.jsonl").stat().st_mtime_ns == mtime
+    assert "skipping" in again.stdout + again.stderr
+
+
+def test_unknown_key_fails_before_work(tmp_path):
+    result = preprocess(f"out_dir={tmp_path / 'o'}", "dumps={en: x.xml}", "entity_vocab.sise=5")
+    assert result.returncode != 0
+    assert "sise" in result.stderr
+    assert not (tmp_path / "o" / "pages").exists()
+
+
+def test_missing_file_and_unknown_language(tmp_path):
+    result = preprocess(f"out_dir={tmp_path}", "dumps={en: /no/such/enwiki.xml.bz2}")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: dump for 'en' not found: /no/such/enwiki.xml.bz2"
+    result = preprocess(f"out_dir={tmp_path}", "dumps={english: a.xml}")
+    assert result.returncode == 1
+    assert "unknown language key(s) in dumps: english" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dataset_stage_needs_tokenizer(tmp_path, fixture_dumps):
+    result = preprocess(f"out_dir={tmp_path}", dumps_arg(fixture_dumps))
+    assert result.returncode == 1
+    assert "tokenizer=" in result.stderr
+
+
+def test_truncated_dump_keeps_pages_read_and_stops_cleanly(tmp_path, fixture_dumps):
+    # gzip, unlike one bz2 stream, lets the pages before the cut be read back.
+    data = gzip.compress(fixture_dumps["en"].read_bytes())
+    dump = tmp_path / "enwiki-truncated.xml.gz"
+    dump.write_bytes(data[: int(len(data) * 0.7)])
+    out = tmp_path / "out"
+    args = [f"out_dir={out}", f"dumps={{en: '{dump}'}}", "stages=[extract]", "progress=false"]
+    result = preprocess(*args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(dump) in lines[0] and "allow_truncated=true" in lines[0]
+    assert not (out / "pages" / "en").exists()  # never where a later stage would read it
+    kept = (out / "pages" / "en.truncated" / "pages.jsonl").read_text().splitlines()
+    assert len(kept) >= 1
+
+    result = preprocess(*args, "allow_truncated=true")
+    assert result.returncode == 0, result.stderr
+    assert (out / "pages" / "en" / "pages.jsonl").read_text().splitlines() == kept
+    assert json.loads((out / "pages" / "en" / "stats.json").read_text())["truncated"] is True
+    assert not (out / "pages" / "en.truncated").exists()
