@@ -1,0 +1,456 @@
+"""Dataset stage: pages with link spans → tokenized, entity-annotated, packed Arrow examples.
+
+Per page, as the reference (studio-ousia/luke `WikipediaPretrainingDataset._process_page`):
+paragraphs → ICU sentences → tokens, links → entity ids (redirects resolved) and token spans;
+sentences shorter than `min_sentence_length` or longer than `max_seq_length - 2` tokens are
+skipped; consecutive sentences of a page are packed into examples of at most
+`max_seq_length` tokens including `<s>` and `</s>`; examples without entities are dropped.
+Unlike the reference, an example is also closed before it would exceed `max_entity_length`
+entities (the reference cuts the surplus), so entities are lost only when one sentence alone
+holds more; and a link that crosses an ICU sentence boundary merges the two sentences instead
+of being dropped.
+
+Mentions and tokens. Each sentence is tokenized whole, in one batched call for many pages, so
+the text is tokenized as the model will see it. A mention is the run of tokens whose offsets lie
+inside the link's characters. A word-start marker `▁` belongs to the word after it: the XLM-R
+tokenizer that transformers builds gives `▁Berlin` the offsets of `Berlin` and a lone `▁` token
+(before a piece without `▁`, common in ja/zh/th) the offsets of the next character; a
+`tokenizer.json` with a plain Metaspace pre-tokenizer gives `▁Berlin` the preceding space too
+and a lone `▁` just that space, so there leading whitespace is first cut from every token's
+offsets (a lone `▁` becomes empty, at the next word's start). Either way a mention that starts
+at a word includes the word's `▁`. Where a link boundary falls inside a token (`[[東京]]は`
+tokenized as `▁東京は`), that token alone is re-tokenized in parts at the boundary with the
+same sentencepiece model (`▁東京` + `は`), so every mention starts and ends on a token boundary
+and the rest of the sentence keeps its natural tokenization.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import multiprocessing
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from .fsutil import atomic_dir, atomic_file
+from .sentences import sentence_spans_many
+from .titles import Redirects
+
+log = logging.getLogger(__name__)
+
+PAGES_PER_TASK = 32  # pages tokenized in one batched call (and sent to a worker at once)
+MAX_LOGGED_ERRORS = 5
+SPACE = "▁"  # sentencepiece's word-start marker
+
+
+def features():
+    import datasets
+
+    ints = datasets.List(datasets.Value("int32"))
+    return datasets.Features({
+        "word_ids": ints,
+        "entity_ids": ints,
+        "entity_spans": datasets.List(ints),
+        "page_id": datasets.Value("int64"),
+        "language": datasets.Value("string"),
+    })
+
+
+def load_tokenizer(tokenizer):
+    """A transformers fast tokenizer with XLM-R's special ids, from an object or a name/path."""
+    if isinstance(tokenizer, (str, Path)):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+    name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"tokenizer {name}: a fast (tokenizers-backed) tokenizer is needed for offsets")
+    if (tokenizer.bos_token_id, tokenizer.eos_token_id) != (0, 2):
+        raise ValueError(f"tokenizer {name}: expected XLM-R ids <s>=0 and </s>=2, got "
+                         f"{tokenizer.bos_token_id} and {tokenizer.eos_token_id}")
+    if "Metaspace" not in tokenizer.backend_tokenizer.to_str():
+        raise ValueError(f"tokenizer {name}: expected a sentencepiece (Metaspace) tokenizer like XLM-R's")
+    return tokenizer
+
+
+class PageProcessor:
+    """Turns batches of pages.jsonl lines into examples; built once, used in each worker."""
+
+    def __init__(self, lang, entity_vocab, redirects, tokenizer, max_seq_length, max_entity_length,
+                 max_mention_length, min_sentence_length, keep_unknown_entities, source="pages.jsonl"):
+        from tokenizers import Tokenizer
+
+        self.lang = lang
+        self.entity_vocab = entity_vocab
+        self.redirects = redirects
+        # A private copy of the Rust tokenizer, with truncation and padding off whatever the caller set.
+        self.backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        self.unk_entity = entity_vocab.UNK_ID
+        self.max_num_tokens = max_seq_length - 2  # room for <s> and </s>
+        self.max_entity_length = max_entity_length
+        self.max_mention_length = max_mention_length
+        self.min_sentence_length = min_sentence_length
+        self.keep_unknown_entities = keep_unknown_entities
+        self.source = source
+        self.errors_logged = 0
+        # Does a word's "▁" carry the offsets of the space it replaced? (see the module docstring)
+        probe = self.backend.encode("a b", add_special_tokens=False).offsets
+        self.offsets_cover_spaces = any(start < end and "a b"[start] == " " for start, end in probe)
+
+    # -- links and sentences -------------------------------------------------------------
+    def _links(self, text, links, stats):
+        """Valid links of a paragraph as sorted (start, end, entity_id)."""
+        kept = []
+        for link in links:
+            stats["links"] += 1
+            start, end, title = link
+            if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+                stats["skipped.bad_link"] += 1
+                continue
+            while start < end and text[start].isspace():  # anchors like "[[Berlin| Berlin]]"
+                start += 1
+            while start < end and text[end - 1].isspace():
+                end -= 1
+            if start == end:
+                stats["skipped.bad_link"] += 1
+                continue
+            entity_id = self.entity_vocab.lookup(self.lang, self.redirects.resolve(title))
+            if entity_id is not None:
+                stats["links_in_vocab"] += 1
+            elif self.keep_unknown_entities:
+                entity_id = self.unk_entity
+            else:
+                continue
+            kept.append((start, end, entity_id))
+        kept.sort()
+        # Overlapping links cannot both be token spans of one sequence; keep the first.
+        result = []
+        for link in kept:
+            if result and link[0] < result[-1][1]:
+                stats["skipped.overlapping_link"] += 1
+            else:
+                result.append(link)
+        return result
+
+    def _paragraphs(self, page):
+        """[(text, links)] of one page and its link counts; raises on a malformed page."""
+        stats = Counter()
+        paragraphs = []
+        for paragraph in page["paragraphs"]:
+            text = paragraph["text"]
+            if not isinstance(text, str):
+                raise TypeError(f"paragraph text is {type(text).__name__}, not str")
+            paragraphs.append((text, self._links(text, paragraph.get("links", ()), stats)))
+        stats["paragraphs"] += len(paragraphs)
+        return paragraphs, stats
+
+    @staticmethod
+    def _sentences(text, links, spans, stats):
+        """[(sentence_text, [(start, end, entity_id)] relative to the sentence)] of a paragraph."""
+        sentences = []
+        pending = iter(links)  # sorted, and no sentence boundary falls inside one
+        link = next(pending, None)
+        for s_start, s_end in spans:
+            inside = []
+            while link is not None and link[0] < s_end:
+                if link[0] >= s_start and link[1] <= s_end:
+                    inside.append((link[0] - s_start, link[1] - s_start, link[2]))
+                else:  # it reaches into the whitespace between sentences
+                    stats["skipped.link_outside_sentence"] += 1
+                link = next(pending, None)
+            sentences.append((text[s_start:s_end], inside))
+        while link is not None:
+            stats["skipped.link_outside_sentence"] += 1
+            link = next(pending, None)
+        stats["sentences"] += len(sentences)
+        return sentences
+
+    # -- characters to tokens --------------------------------------------------------------
+    def _split_tokens(self, text, encoding, links):
+        """ids and offsets of a sentence, with each token that straddles a link boundary
+        re-tokenized in parts at the boundary (a part's tokens get the part's offsets)."""
+        ids, offsets = encoding.ids, encoding.offsets
+        if self.offsets_cover_spaces:
+            offsets = [_skip_spaces(text, start, end) for start, end in offsets]
+        starts = [s for s, _ in offsets]
+        cuts_inside = {}  # token index -> link boundaries strictly inside that token
+        for cut in {b for a, e, _ in links for b in (a, e)}:
+            i = bisect.bisect_left(starts, cut) - 1  # the last token starting before the cut
+            if i >= 0 and offsets[i][1] > cut:
+                cuts_inside.setdefault(i, []).append(cut)
+        if not cuts_inside:
+            return ids, offsets, starts
+        tokens = encoding.tokens
+        normalize = self.backend.normalizer.normalize_str if self.backend.normalizer else str
+        new_ids, new_offsets = [], []
+        for i, (token_id, span) in enumerate(zip(ids, offsets)):
+            if i not in cuts_inside:
+                new_ids.append(token_id)
+                new_offsets.append(span)
+                continue
+            bounds = [span[0], *sorted(cuts_inside[i]), span[1]]
+            for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
+                # Only the first part keeps the token's word-start marker.
+                part = (SPACE if k == 0 and tokens[i].startswith(SPACE) else "") + normalize(text[a:b])
+                for token in self.backend.model.tokenize(part):
+                    new_ids.append(token.id)
+                    new_offsets.append((a, b))
+        return new_ids, new_offsets, [s for s, _ in new_offsets]
+
+    def _tokenized(self, text, encoding, links, stats):
+        """(token ids, [(token_start, token_end, entity_id)]) of one sentence, or None to skip it."""
+        mentions = []
+        if not links:
+            ids = encoding.ids
+        else:
+            ids, offsets, starts = self._split_tokens(text, encoding, links)
+            for a, b, entity_id in links:
+                first = bisect.bisect_left(starts, a)  # a lone "▁" starting at `a` is included
+                end = bisect.bisect_left(starts, b, lo=first)
+                if first == end or offsets[end - 1][1] > b:
+                    stats["skipped.unaligned_mention"] += 1  # e.g. only characters the normalizer drops
+                elif end - first > self.max_mention_length:
+                    stats["skipped.long_mention"] += 1
+                else:
+                    mentions.append((first, end, entity_id))
+        if len(ids) < self.min_sentence_length:
+            stats["skipped.short_sentence"] += 1
+            return None
+        if len(ids) > self.max_num_tokens:
+            stats["skipped.long_sentence"] += 1
+            return None
+        return ids, mentions
+
+    # -- packing ---------------------------------------------------------------------------
+    def _pack(self, page_id, sentences, stats):
+        """Consecutive sentences of one page → examples within the token and entity limits."""
+        examples, words, mentions = [], [], []
+        for ids, sentence_mentions in sentences:
+            if words and (len(words) + len(ids) > self.max_num_tokens
+                          or len(mentions) + len(sentence_mentions) > self.max_entity_length):
+                self._emit(page_id, words, mentions, stats, examples)
+                words, mentions = [], []
+            mentions += [(s + len(words), t + len(words), e) for s, t, e in sentence_mentions]
+            words += ids
+        if words:
+            self._emit(page_id, words, mentions, stats, examples)
+        return examples
+
+    def _emit(self, page_id, words, mentions, stats, examples):
+        if not mentions:
+            stats["skipped.example_without_entities"] += 1
+            return
+        if len(mentions) > self.max_entity_length:  # one sentence alone holds too many
+            stats["skipped.entity_overflow"] += len(mentions) - self.max_entity_length
+            mentions = mentions[: self.max_entity_length]
+        stats["examples"] += 1
+        stats["tokens"] += len(words) + 2
+        stats["entities"] += len(mentions)
+        examples.append({
+            "word_ids": [self.bos, *words, self.eos],
+            "entity_ids": [e for _, _, e in mentions],
+            "entity_spans": [[s + 1, t + 1] for s, t, _ in mentions],  # +1 for <s>
+            "page_id": page_id,
+            "language": self.lang,
+        })
+
+    # -- a batch of pages ------------------------------------------------------------------
+    def __call__(self, lines: list[tuple[int, str]]) -> tuple[list[dict], Counter]:
+        stats = Counter()
+        pages = []  # (page_id, [(text, links)])
+        for line_no, line in lines:
+            try:
+                page = json.loads(line)
+                page_id = int(page["id"])
+                paragraphs, page_stats = self._paragraphs(page)
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                stats["skipped.bad_page"] += 1
+                if self.errors_logged < MAX_LOGGED_ERRORS:
+                    self.errors_logged += 1
+                    log.warning("%s:%d: skipping malformed page: %s: %s", self.source, line_no,
+                                type(e).__name__, e)
+                continue
+            stats["pages"] += 1
+            stats.update(page_stats)
+            pages.append((page_id, paragraphs))
+        # One ICU call and one batched tokenizer call for all pages of the batch.
+        paragraphs = [p for _, page in pages for p in page]
+        texts, links = [t for t, _ in paragraphs], [ls for _, ls in paragraphs]
+        spans = iter(sentence_spans_many(texts, self.lang, links))
+        pages = [
+            (page_id, [s for text, ls in page for s in self._sentences(text, ls, next(spans), stats)])
+            for page_id, page in pages
+        ]
+        texts = [text for _, sentences in pages for text, _ in sentences]
+        encodings = iter(self.backend.encode_batch(texts, add_special_tokens=False))
+        examples = []
+        for page_id, sentences in pages:
+            tokenized = (self._tokenized(text, next(encodings), links, stats) for text, links in sentences)
+            examples += self._pack(page_id, [t for t in tokenized if t is not None], stats)
+        return examples, stats
+
+
+def _skip_spaces(text, start, end):
+    while start < end and text[start].isspace():
+        start += 1
+    return start, end
+
+
+# One processor per worker process, set by the pool initializer (inherited through fork).
+_worker_processor: PageProcessor | None = None
+
+
+def _init_worker(processor: PageProcessor) -> None:
+    global _worker_processor
+    _worker_processor = processor
+
+
+def _run_worker(lines):
+    return _worker_processor(lines)
+
+
+def _batches(path: Path) -> Iterator[list[tuple[int, str]]]:
+    batch = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if line.strip():
+                batch.append((line_no, line))
+                if len(batch) == PAGES_PER_TASK:
+                    yield batch
+                    batch = []
+    if batch:
+        yield batch
+
+
+def _stats_dict(counter: Counter) -> dict:
+    keys = ("pages", "paragraphs", "sentences", "links", "links_in_vocab", "examples", "tokens", "entities")
+    stats = {k: counter.get(k, 0) for k in keys}
+    stats["skipped"] = {k.split(".", 1)[1]: v for k, v in sorted(counter.items()) if k.startswith("skipped.")}
+    return stats
+
+
+def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_length=512,
+                  max_entity_length=128, max_mention_length=30, min_sentence_length=5,
+                  keep_unknown_entities=False, num_workers=1, progress=True) -> dict:
+    """Build `out_dir` (datasets.save_to_disk) from `pages_dir`; returns the stage's stats.
+
+    Pages are processed in file order by `num_workers` processes; the output does not depend
+    on the number of workers. Stats: pages, paragraphs, sentences (ICU sentences before any
+    filter), links, links_in_vocab, examples, tokens (of the examples, `<s>` and `</s>`
+    included), entities (mentions in the examples), and skipped {reason: count}.
+    """
+    import datasets
+    from tqdm import tqdm
+
+    pages_dir = Path(pages_dir)
+    pages_file = pages_dir / "pages.jsonl"
+    redirects_file = pages_dir / "redirects.tsv"
+    for path in (pages_file, redirects_file):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run the extract stage for '{lang}' first")
+    if max_seq_length < 3 or max_entity_length < 1 or max_mention_length < 1:
+        raise ValueError("max_seq_length must be >= 3, max_entity_length and max_mention_length >= 1")
+    tokenizer = load_tokenizer(tokenizer)
+    processor = PageProcessor(
+        lang, entity_vocab, Redirects.load(redirects_file), tokenizer, max_seq_length,
+        max_entity_length, max_mention_length, min_sentence_length, keep_unknown_entities,
+        source=str(pages_file),
+    )
+    total = None
+    if (pages_dir / "stats.json").is_file():
+        total = json.loads((pages_dir / "stats.json").read_text()).get("pages")
+    counter = Counter()
+    finished = []
+
+    def results():
+        if num_workers <= 1:
+            yield from map(processor, _batches(pages_file))
+            return
+        # fork shares the (possibly huge) entity vocabulary with the workers without pickling it.
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(num_workers, initializer=_init_worker, initargs=(processor,)) as pool:
+            yield from pool.imap(_run_worker, _batches(pages_file))  # imap keeps file order
+
+    def generate():
+        with tqdm(total=total, unit="pages", desc=f"dataset {lang}", disable=not progress) as bar:
+            for examples, stats in results():
+                counter.update(stats)
+                bar.update(stats["pages"] + stats["skipped.bad_page"])
+                yield from examples
+        finished.append(True)
+
+    bars_were_disabled = datasets.are_progress_bars_disabled()
+    if not progress:
+        datasets.disable_progress_bars()
+    try:
+        with tempfile.TemporaryDirectory(prefix="dataset-cache-") as cache_dir:
+            # An explicit fingerprint keeps datasets from hashing the generator (and the vocabulary).
+            fingerprint = hashlib.sha256(f"{pages_file}:{lang}:{out_dir}".encode()).hexdigest()[:16]
+            try:
+                dataset = datasets.Dataset.from_generator(
+                    generate, features=features(), cache_dir=cache_dir, fingerprint=fingerprint
+                )
+            except ValueError:
+                if counter["examples"] or not finished:
+                    raise
+                # from_generator cannot build a dataset of no examples; save an empty one.
+                dataset = datasets.Dataset.from_dict({k: [] for k in features()}, features=features())
+            # (an empty dataset needs an explicit shard, or load_from_disk fails on it)
+            dataset.save_to_disk(str(out_dir), num_shards=None if len(dataset) else 1)
+            del dataset
+    finally:
+        if not bars_were_disabled:
+            datasets.enable_progress_bars()
+    stats = _stats_dict(counter)
+    log.info("dataset %s: %d examples, %d tokens, %d entities", lang, stats["examples"],
+             stats["tokens"], stats["entities"])
+    return stats
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_metadata(out_root, tokenizer, tokenizer_name, entity_vocab, cfg, languages) -> dict:
+    """Save the tokenizer to OUT/tokenizer and write OUT/dataset/metadata.json.
+
+    `cfg` is the PreprocessConfig (its `dataset` limits are recorded).
+    """
+    out_root = Path(out_root)
+    tokenizer = load_tokenizer(tokenizer)
+    with atomic_dir(out_root / "tokenizer") as tmp:
+        tokenizer.save_pretrained(tmp)
+        # save_pretrained writes no sentencepiece model; keep it when there is one (MLukeTokenizer
+        # and slow XLM-R tokenizers read it).
+        spm_file = getattr(tokenizer, "vocab_file", None)
+        if spm_file and Path(spm_file).is_file():
+            shutil.copy(spm_file, tmp / Path(spm_file).name)
+    limits = cfg.dataset
+    metadata = {
+        "tokenizer": str(tokenizer_name),
+        "tokenizer_vocab_size": len(tokenizer),
+        "tokenizer_sha256": _sha256(out_root / "tokenizer" / "tokenizer.json"),
+        "entity_vocab_size": len(entity_vocab),
+        "entity_vocab_sha256": entity_vocab.sha256,
+        "max_seq_length": limits.max_seq_length,
+        "max_entity_length": limits.max_entity_length,
+        "max_mention_length": limits.max_mention_length,
+        "min_sentence_length": limits.min_sentence_length,
+        "keep_unknown_entities": limits.keep_unknown_entities,
+        "languages": list(languages),
+    }
+    with atomic_file(out_root / "dataset" / "metadata.json") as tmp:
+        tmp.write_text(json.dumps(metadata, indent=2, ensure_ascii=False))
+    return metadata

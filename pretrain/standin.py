@@ -1,0 +1,108 @@
+"""Tiny stand-ins for XLM-RoBERTa, built locally so tests and the quickstart never download.
+
+`build_standin_tokenizer` trains a sentencepiece model in-process and wraps it exactly the way
+XLM-R's `sentencepiece.bpe.model` is wrapped: fairseq ids `<s>`=0, `<pad>`=1, `</s>`=2,
+`<unk>`=3, sentencepiece piece id + 1 for every other piece, `<mask>` last. XLM-R's model is a
+*unigram* sentencepiece model despite the file name, and transformers' converter builds a
+unigram `tokenizers` model from the file, so the stand-in is trained as unigram too: then the
+fast tokenizer's ids equal sentencepiece's own encoding (+1), which a BPE model would not give.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+SPM_FILE = "sentencepiece.bpe.model"
+# sentencepiece ids 0..2 become XLM-R's <unk>=3, <s>=0, </s>=2 after the fairseq remapping.
+_NUM_SPECIAL = 2  # ids the XLM-R wrapper adds on top of sentencepiece's pieces: <pad>, <mask>
+
+
+def _lines(texts: Iterable[str]):
+    for text in texts:
+        for line in text.splitlines():
+            if line.strip():
+                yield line
+
+
+def build_standin_tokenizer(out_dir: str | Path, texts: Iterable[str], vocab_size: int = 1000) -> Path:
+    """Train a sentencepiece unigram model on `texts` and save an XLM-R tokenizer into `out_dir`.
+
+    `vocab_size` is the size of the resulting XLM-R vocabulary (`len(tokenizer)`, specials
+    included) when the texts support that many pieces; smaller texts give a smaller vocabulary.
+    `out_dir` then holds `sentencepiece.bpe.model`, `tokenizer.json` and `tokenizer_config.json`
+    and loads offline with `AutoTokenizer` or `XLMRobertaTokenizer.from_pretrained(out_dir)`.
+    """
+    import sentencepiece as spm
+    from transformers import XLMRobertaTokenizer
+
+    out_dir = Path(out_dir)
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=_lines(texts),
+            model_writer=model,
+            model_type="unigram",
+            vocab_size=vocab_size - _NUM_SPECIAL,
+            hard_vocab_limit=False,  # tiny corpora cannot fill a fixed size
+            character_coverage=1.0,  # keep every character of every script (ja, th, ar, hi, ...)
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=-1,  # XLM-R's <pad> is added by the wrapper, not by sentencepiece
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        raise ValueError(f"cannot train a stand-in tokenizer with vocab_size={vocab_size}: {e}") from None
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / SPM_FILE).write_bytes(model.getvalue())
+        config = {"tokenizer_class": "XLMRobertaTokenizer", "model_max_length": 512}
+        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(config))
+        tokenizer = XLMRobertaTokenizer.from_pretrained(tmp)
+        tokenizer.save_pretrained(out_dir)
+        shutil.copy(Path(tmp) / SPM_FILE, out_dir / SPM_FILE)
+    return out_dir
+
+
+def build_tiny_xlmr(
+    out_dir: str | Path,
+    tokenizer_dir: str | Path,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    intermediate_size: int = 64,
+    max_position_embeddings: int = 514,
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialized `XLMRobertaForMaskedLM` (plus the tokenizer) into `out_dir`."""
+    import torch
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForMaskedLM
+
+    out_dir = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        type_vocab_size=1,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = XLMRobertaForMaskedLM(config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    spm_file = Path(tokenizer_dir) / SPM_FILE
+    if spm_file.exists():
+        shutil.copy(spm_file, out_dir / SPM_FILE)
+    return out_dir
