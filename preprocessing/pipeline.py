@@ -111,12 +111,18 @@ def run_interwiki(cfg: PreprocessConfig, out: Path, languages: list[str]) -> Non
     final = out / "interwiki"
     if _done(final, cfg):
         return
-    with atomic_dir(final) as tmp:
-        build_interwiki(cfg.wikidata, languages, tmp, progress=cfg.progress)
+    from .interwiki import WikidataError
+
+    try:
+        with atomic_dir(final) as tmp:
+            build_interwiki(cfg.wikidata, languages, tmp, progress=cfg.progress)
+    except WikidataError as e:
+        raise PreprocessError(str(e)) from None
 
 
 def run_entity_vocab(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
     from .entity_vocab import build_entity_vocab
+    from .interwiki import WikidataError
 
     jsonl, flat = out / "entity_vocab.jsonl", out / "entity_vocab.json"
     if jsonl.exists() and flat.exists() and not cfg.overwrite:
@@ -128,18 +134,29 @@ def run_entity_vocab(cfg: PreprocessConfig, out: Path, languages: list[str]) -> 
     interwiki = out / "interwiki" if (out / "interwiki").is_dir() else None
     # The .json is renamed first: the .jsonl, renamed last, marks a complete vocabulary.
     jsonl.unlink(missing_ok=True)
-    with atomic_file(jsonl) as tmp_jsonl, atomic_file(flat) as tmp_flat:
-        build_entity_vocab(
-            out / "pages", languages, tmp_jsonl, tmp_flat, interwiki_dir=interwiki,
-            size=cfg.entity_vocab.size, min_num_languages=cfg.entity_vocab.min_num_languages,
-            progress=cfg.progress,
-        )
+    try:
+        with atomic_file(jsonl) as tmp_jsonl, atomic_file(flat) as tmp_flat:
+            stats = build_entity_vocab(
+                out / "pages", languages, tmp_jsonl, tmp_flat, interwiki_dir=interwiki,
+                size=cfg.entity_vocab.size, min_num_languages=cfg.entity_vocab.min_num_languages,
+                progress=cfg.progress, num_workers=_num_workers(cfg),
+            )
+    except (WikidataError, FileNotFoundError) as e:
+        raise PreprocessError(str(e)) from None
+    with atomic_file(out / "entity_vocab.stats.json") as tmp:
+        tmp.write_text(json.dumps(stats, indent=1, ensure_ascii=False))
 
 
 def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
     from transformers import AutoTokenizer
 
     from .dataset import build_dataset, write_metadata
+
+    def _build_dataset(*args, **kwargs):
+        try:
+            return build_dataset(*args, **kwargs)
+        except FileNotFoundError as e:
+            raise PreprocessError(str(e)) from None
     from .entity_vocab import EntityVocab
 
     vocab_path = out / "entity_vocab.jsonl"
@@ -161,7 +178,7 @@ def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
         if _done(final, cfg):
             continue
         with atomic_dir(final) as tmp:
-            stats = build_dataset(
+            stats = _build_dataset(
                 out / "pages" / lang, lang, entity_vocab, tokenizer, tmp,
                 max_seq_length=cfg.dataset.max_seq_length,
                 max_entity_length=cfg.dataset.max_entity_length,
