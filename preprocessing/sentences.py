@@ -3,13 +3,15 @@
 Spans are character (code point) offsets into the paragraph, so link spans can be assigned to
 sentences; a sentence boundary that falls inside a link is dropped (the two sentences merge),
 so every link lies inside exactly one sentence. ICU has no sentence rules for Thai (which marks
-sentences with spaces only), so a Thai paragraph comes back as one sentence.
+sentences with spaces only), so Thai text is also split at its spaces — otherwise a whole
+paragraph would be one "sentence", too long to pack.
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
+import re
 from collections.abc import Iterable, Sequence
 
 from icu4py.breakers import SentenceBreaker
@@ -18,6 +20,9 @@ from icu4py.locale import Locale
 # ICU's abbreviation suppressions ("Mr.", "e.g.") exist for these locales; the reference enables
 # them exactly for this set.
 _SUPPRESS_ABBREVIATIONS = {"en", "de", "es", "it", "pt"}
+# Scripts whose sentences are delimited by a space and which ICU does not split.
+_SPACE_DELIMITED = {"th"}
+_SPACES = re.compile(r"\s+")
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,6 +66,9 @@ def sentence_spans_many(
             i += 1
         if i < len(ends) and ends[i] == end + 1:  # the break after the joining "\n"
             i += 1
+        if lang in _SPACE_DELIMITED:
+            spaces = (m.end() for m in _SPACES.finditer(text) if 0 < m.end() < len(text))
+            boundaries = sorted(set(boundaries).union(spaces))
         result.append(_spans(text, boundaries, links[k] if links is not None else ()))
         offset = end + 1
     return result
