@@ -46,7 +46,37 @@ def stage_wikiextractor(dump: Path, lang: str, workers: int, tmp: Path) -> int:
     return sum(f.read_text(encoding="utf-8").count("<doc ") for f in out.rglob("wiki_*"))
 
 
-STAGES = {"extract": stage_extract, "wikiextractor": stage_wikiextractor}
+def stage_pipeline(dump: Path, lang: str, workers: int, tmp: Path) -> int:
+    """extract → entity_vocab → dataset, as `launch/preprocess.py` runs them (no Wikidata)."""
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.pipeline import run_pipeline
+
+    cfg = PreprocessConfig(out_dir=str(tmp / "out"), dumps={lang: str(dump)},
+                           tokenizer=os.environ["BENCH_TOKENIZER"], num_workers=workers,
+                           progress=False, stages=["extract", "entity_vocab", "dataset"])
+    cfg.entity_vocab.min_num_languages = 1
+    stats = run_pipeline(cfg)[lang]
+    print(f"  [{workers} workers] {stats['examples']} examples, {stats['tokens']} tokens, "
+          f"{stats['entities']} entities", file=sys.stderr)
+    return stats["pages"]
+
+
+STAGES = {"extract": stage_extract, "pipeline": stage_pipeline,
+          "wikiextractor": stage_wikiextractor}
+
+
+def build_tokenizer(dump: Path, out: Path, vocab_size: int) -> Path:
+    """A stand-in XLM-R tokenizer trained on the dump's text, for when the real one is absent."""
+    from preprocessing.dumps import iter_pages
+    from pretrain.standin import build_standin_tokenizer
+
+    def texts():
+        for i, page in enumerate(iter_pages(dump)):
+            if i >= 300:
+                return
+            yield from (line for line in page.text.splitlines() if line.strip())
+
+    return build_standin_tokenizer(out, texts(), vocab_size=vocab_size)
 
 
 def watch(proc: subprocess.Popen, interval: float = 0.05) -> tuple[float, dict[int, float]]:
@@ -148,6 +178,9 @@ def main() -> None:
                     choices=[s for s in STAGES if s != "wikiextractor"])
     ap.add_argument("--replicate", type=int, default=1, help="build a K-times larger dump first")
     ap.add_argument("--no-wikiextractor", action="store_true")
+    ap.add_argument("--tokenizer", help="XLM-R tokenizer for the pipeline stage (name or dir); "
+                    "default: a stand-in trained on the dump")
+    ap.add_argument("--vocab-size", type=int, default=16000)
     ap.add_argument("--run-one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run_one:
@@ -160,6 +193,9 @@ def main() -> None:
             big = Path(tmp) / f"replicated-x{args.replicate}.xml.bz2"
             dump = replicate(dump, args.replicate, big)
         mb = dump.stat().st_size / 1e6
+        if "pipeline" in args.stages:
+            os.environ["BENCH_TOKENIZER"] = args.tokenizer or str(
+                build_tokenizer(dump, Path(tmp) / "tokenizer", args.vocab_size))
         print(f"dump {dump.name}: {mb:.1f} MB compressed; {os.cpu_count()} cores; "
               f"load average {os.getloadavg()[0]:.1f} (other processes skew wall times)")
         print(f"{'stage':<14}{'workers':>8}{'pages':>8}{'wall s':>9}{'pages/s':>9}{'MB/s':>7}"
@@ -189,6 +225,10 @@ def main() -> None:
                     print(f"{stage}: {workers} workers = {one['wall'] / r['wall']:.2f}x one worker "
                           f"(wall); {one['cpu'] / bound:.2f}x on idle cores (from CPU times)")
         we = results.get(("wikiextractor", 1))
+        full = results.get(("pipeline", 1))
+        if we and full:
+            print(f"full pipeline vs wikiextractor on the same dump: per core "
+                  f"{we['cpu'] / full['cpu']:.2f}x")
         one = results.get(("extract", 1))
         if we and one:
             # Same input file, so throughput ratios are ratios of time. Per core: CPU seconds of
