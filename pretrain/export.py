@@ -1,0 +1,270 @@
+"""Export to a directory that transformers loads with no code of ours, and read such a directory back.
+
+    export_model(model_or_state_dict, out_dir, *, config=None, data_dir=None, tokenizer_dir=None,
+                 entity_vocab=None, max_entity_length=None, max_mention_length=None,
+                 entity_aware_attention=True) -> Path
+
+- `model_or_state_dict`: an `MLukeForPretraining` (its config is used) or a state dict with our / HF
+  `LukeForMaskedLM` key names (then pass `config`, a LukeConfig). Any dtype/device; written as fp32.
+- Where the tokenizer and entity vocabulary come from: `data_dir` = a preprocessing OUT directory
+  (uses OUT/tokenizer/, OUT/entity_vocab.json, and max_entity_length / max_mention_length from
+  OUT/dataset/metadata.json), or `tokenizer_dir` (an XLM-R tokenizer directory holding tokenizer.json)
+  and `entity_vocab` (entity_vocab.json in MLukeTokenizer form, or entity_vocab.jsonl) explicitly.
+- `entity_aware_attention=True` writes the config with `use_entity_aware_attention=True`; a model
+  trained without it gets its w2e/e2w/e2e queries as copies of `query`, which computes the same function
+  (this is what HF's mLUKE conversion does, so fine-tuning can use entity-aware attention).
+
+The directory holds config.json (LukeConfig), model.safetensors, and the MLukeTokenizer files:
+tokenizer.json taken from the XLM-R tokenizer (so word ids are XLM-R's, see ENVIRONMENT.md),
+sentencepiece.bpe.model when the source has it, entity_vocab.json ("en:London" -> id) and
+tokenizer_config.json. It is written atomically and checked before it is put in place: the
+tokenizer must give the source tokenizer's word ids on sample sentences.
+
+As HF's mLUKE conversion does, the export also
+- appends two word rows for the `<ent>`/`<ent2>` marker tokens MLukeTokenizer adds (initialized from
+  "@" and "#"), so `vocab_size` = XLM-R's + 2 and entity-marker fine-tuning works;
+- sets the `[MASK2]` entity row to the `[MASK]` row ([MASK2] never occurs in pretraining);
+- writes `lm_head.decoder.weight` (HF does not tie it to the word embeddings; we do).
+
+Known upstream deviation (transformers 5.x): MLukeTokenizer builds its Unigram model with unk_id=0,
+so a character outside the sentencepiece vocabulary becomes id 0 (<s>) instead of XLM-R's <unk>=3.
+All in-vocabulary text encodes identically.
+
+`load_pretrained(dir, **config_overrides) -> MLukeForPretraining` reads an exported directory back
+(stage-2 initialization, evaluation) with XLM-R's vocabulary size again (marker rows dropped).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+from transformers import LukeConfig, MLukeTokenizer
+
+from preprocessing.fsutil import atomic_dir
+from pretrain.model import MLukeForPretraining
+
+# Keys HF LukeForMaskedLM ties to others (it fills them in when loading); not written twice.
+HF_TIED = {"entity_predictions.decoder.weight": "luke.entity_embeddings.entity_embeddings.weight",
+           "lm_head.bias": "lm_head.decoder.bias"}
+ENTITY_MARKERS = (("<ent>", "@"), ("<ent2>", "#"))  # token added by MLukeTokenizer, word it starts from
+SAMPLE_TEXTS = [
+    "Berlin is the capital and largest city of Germany.",
+    "東京は日本の首都であり、ロンドンはイギリスの首都である。",
+    "La Tour Eiffel est située à Paris, en France.",
+    "Москва — столица России. القاهرة هي عاصمة مصر. दिल्ली भारत की राजधानी है।",
+]
+
+
+def hf_entity_vocab(jsonl_path: str | Path) -> dict[str, int]:
+    """entity_vocab.jsonl -> MLukeTokenizer's flat map ("lang:title" -> id, specials bare, [MASK2] appended),
+    as HF's mLUKE conversion (`load_original_entity_vocab`) builds it."""
+    mapping: dict[str, int] = {}
+    with open(jsonl_path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            for title, lang in entry["entities"]:
+                mapping[title if title in ("[PAD]", "[UNK]", "[MASK]") else f"{lang}:{title}"] = entry["id"]
+    mapping.setdefault("[MASK2]", max(mapping.values()) + 1)
+    return mapping
+
+
+def _resolve_sources(data_dir, tokenizer_dir, entity_vocab, max_entity_length, max_mention_length):
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        tokenizer_dir = tokenizer_dir or data_dir / "tokenizer"
+        if entity_vocab is None:
+            entity_vocab = data_dir / "entity_vocab.json"
+            if not entity_vocab.is_file():
+                entity_vocab = data_dir / "entity_vocab.jsonl"
+        meta_file = data_dir / "dataset" / "metadata.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        max_entity_length = max_entity_length or meta.get("max_entity_length")
+        max_mention_length = max_mention_length or meta.get("max_mention_length")
+    if tokenizer_dir is None or entity_vocab is None:
+        raise ValueError("export needs the tokenizer and entity vocabulary: data_dir (preprocessing output), "
+                         "or tokenizer_dir and entity_vocab (launch/export.py: data_dir=OUT or tokenizer=DIR entity_vocab=PATH)")
+    entity_vocab = Path(entity_vocab)
+    if not entity_vocab.is_file():
+        raise FileNotFoundError(f"{entity_vocab}: entity vocabulary not found")
+    if entity_vocab.suffix == ".jsonl":
+        vocab = hf_entity_vocab(entity_vocab)
+    else:
+        vocab = json.loads(entity_vocab.read_text(encoding="utf-8"))
+    return Path(tokenizer_dir), vocab, max_entity_length or 32, max_mention_length or 30
+
+
+@torch.no_grad()
+def export_model(model_or_state_dict, out_dir: str | Path, *, config: LukeConfig | None = None,
+                 data_dir: str | Path | None = None, tokenizer_dir: str | Path | None = None,
+                 entity_vocab: str | Path | None = None, max_entity_length: int | None = None,
+                 max_mention_length: int | None = None, entity_aware_attention: bool = True) -> Path:
+    """Write an HF-loadable mLUKE directory (see the module docstring). Returns out_dir."""
+    if isinstance(model_or_state_dict, torch.nn.Module):
+        config = config or model_or_state_dict.config
+        state = model_or_state_dict.state_dict()
+    else:
+        state = dict(model_or_state_dict)
+        if config is None:
+            raise ValueError("export_model: pass config= with a state dict")
+    tokenizer_dir, vocab, max_entity_length, max_mention_length = _resolve_sources(
+        data_dir, tokenizer_dir, entity_vocab, max_entity_length, max_mention_length)
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{tokenizer_dir}: no tokenizer.json (save the XLM-R tokenizer with save_pretrained)")
+    # The `tokenizers` backend of the XLM-R tokenizer used in preprocessing: the word ids to reproduce.
+    source_tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+
+    state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in state.items()}
+    state["lm_head.decoder.weight"] = state["luke.embeddings.word_embeddings.weight"].clone()  # ours is tied
+    config = LukeConfig.from_dict(config.to_dict())
+    if source_tokenizer.get_vocab_size() != config.vocab_size:
+        raise ValueError(f"{tokenizer_dir}: tokenizer has {source_tokenizer.get_vocab_size()} words, "
+                         f"model {config.vocab_size}")
+    if max(vocab.values()) + 1 != config.entity_vocab_size:
+        raise ValueError(f"entity vocabulary has {max(vocab.values()) + 1} ids with [MASK2], "
+                         f"model {config.entity_vocab_size} entity rows")
+
+    entities = state["luke.entity_embeddings.entity_embeddings.weight"]
+    entities[vocab["[MASK2]"]] = entities[vocab["[MASK]"]]
+    # Marker tokens <ent>, <ent2>: new word rows (embedding, tied decoder, bias) from "@" and "#".
+    unk = source_tokenizer.token_to_id("<unk>")
+    sources = [source_tokenizer.token_to_id(src) or unk for _, src in ENTITY_MARKERS]
+    for key in ("luke.embeddings.word_embeddings.weight", "lm_head.decoder.weight", "lm_head.decoder.bias"):
+        state[key] = torch.cat([state[key], state[key][sources]])
+    config.vocab_size += len(ENTITY_MARKERS)
+    if entity_aware_attention and not config.use_entity_aware_attention:
+        for i in range(config.num_hidden_layers):
+            prefix = f"luke.encoder.layer.{i}.attention.self."
+            for name in ("w2e_query", "e2w_query", "e2e_query"):
+                for p in ("weight", "bias"):
+                    state[f"{prefix}{name}.{p}"] = state[f"{prefix}query.{p}"].clone()
+        config.use_entity_aware_attention = True
+    for key in HF_TIED:
+        state.pop(key, None)
+    config.architectures = ["LukeForMaskedLM"]
+
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        config.save_pretrained(tmp)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+        _write_tokenizer(tmp, tokenizer_dir, vocab, max_entity_length, max_mention_length)
+        _check_tokenizer(tmp, source_tokenizer)
+    return out_dir
+
+
+def _write_tokenizer(out: Path, tokenizer_dir: Path, vocab: dict, max_entity_length: int, max_mention_length: int):
+    shutil.copy(tokenizer_dir / "tokenizer.json", out / "tokenizer.json")
+    if (tokenizer_dir / "sentencepiece.bpe.model").is_file():
+        shutil.copy(tokenizer_dir / "sentencepiece.bpe.model", out / "sentencepiece.bpe.model")
+    (out / "entity_vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    config = {
+        "tokenizer_class": "MLukeTokenizer", "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>",
+        "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>",
+        "entity_unk_token": "[UNK]", "entity_pad_token": "[PAD]", "entity_mask_token": "[MASK]",
+        "entity_mask2_token": "[MASK2]", "max_entity_length": max_entity_length,
+        "max_mention_length": max_mention_length, "model_max_length": 512, "task": None,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
+def _check_tokenizer(out: Path, source_tokenizer) -> None:
+    """The exported MLukeTokenizer must give the source tokenizer's ids (up to the upstream unk bug)."""
+    tokenizer = MLukeTokenizer.from_pretrained(str(out))
+    unk = source_tokenizer.token_to_id("<unk>")
+    for text in SAMPLE_TEXTS:
+        expected = source_tokenizer.encode(text).ids
+        got = tokenizer(text)["input_ids"]
+        if len(got) != len(expected) or any(g != e and e != unk for g, e in zip(got, expected)):
+            raise RuntimeError(f"{out}: exported MLukeTokenizer encodes {text!r} as {got}, the source "
+                               f"tokenizer as {expected}")
+
+
+def load_pretrained(path: str | Path, **config_overrides) -> MLukeForPretraining:
+    """An exported directory (ours, or HF's mLUKE layout) as MLukeForPretraining, fp32.
+
+    The word vocabulary is cut back to the size of the directory's tokenizer.json (XLM-R's), dropping
+    the <ent>/<ent2> rows export_model appended, so the model matches the data it trains on.
+    config_overrides, e.g. `use_entity_aware_attention=False` (allowed only when the entity-aware
+    queries equal `query`, i.e. were never trained apart) or `vocab_size=N` (keep the first N word rows).
+    """
+    path = Path(path)
+    config = LukeConfig.from_pretrained(str(path))
+    state = load_file(str(path / "model.safetensors"))
+    for key, source in HF_TIED.items():
+        state.setdefault(key, state[source])
+    if not torch.equal(state["lm_head.decoder.weight"], state["luke.embeddings.word_embeddings.weight"]):
+        raise ValueError(f"{path}: lm_head.decoder.weight differs from the word embeddings; "
+                         "this model ties them, so it cannot load these weights unchanged")
+    if "vocab_size" not in config_overrides and (path / "tokenizer.json").is_file():
+        # back to the XLM-R vocabulary the data uses: drops the <ent>/<ent2> rows export_model added
+        config_overrides["vocab_size"] = Tokenizer.from_file(str(path / "tokenizer.json")).get_vocab_size()
+    for key, value in config_overrides.items():
+        setattr(config, key, value)
+    vocab_size = config.vocab_size
+    for key in ("luke.embeddings.word_embeddings.weight", "lm_head.decoder.weight", "lm_head.decoder.bias",
+                "lm_head.bias"):
+        state[key] = state[key][:vocab_size]
+    if not config.use_entity_aware_attention:
+        for key in [k for k in state if "_query." in k]:
+            if not torch.equal(state[key], state[key.replace("w2e_", "").replace("e2w_", "").replace("e2e_", "")]):
+                raise ValueError(f"{path}: {key} differs from the query weights; keep use_entity_aware_attention")
+            del state[key]
+    model = MLukeForPretraining(config)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def parse_key_values(argv: list[str], required: tuple[str, ...], optional: dict[str, object]) -> dict:
+    """`key=value` command-line arguments (the launch/ scripts): unknown or missing keys are errors;
+    a value is converted to the type of its default (bools accept true/false)."""
+    args = dict(optional)
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in (*required, *optional):
+            raise SystemExit(f"error: unexpected argument {item!r}; expected key=value with key in "
+                             f"{', '.join((*required, *optional))}")
+        default = optional.get(key)
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false"):
+                raise SystemExit(f"error: {key} must be true or false, got {value!r}")
+            args[key] = value.lower() == "true"
+        else:
+            args[key] = type(default)(value) if default is not None else value
+    missing = [k for k in required if k not in args]
+    if missing:
+        raise SystemExit(f"error: missing required argument(s): {', '.join(k + '=...' for k in missing)}")
+    return args
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, data_dir=None, tokenizer=None,
+                      entity_vocab=None, entity_aware_attention: bool = True) -> Path:
+    """`launch/export.py`: export an exported/initialized directory (config.json + model.safetensors; its own
+    tokenizer files are used unless others are given) or a pretraining checkpoint directory
+    (model_config.json + DeepSpeed files, written by pretrain/trainer.py; needs data_dir or tokenizer+entity_vocab)."""
+    checkpoint = Path(checkpoint)
+    if (checkpoint / "model.safetensors").is_file():
+        model = load_pretrained(checkpoint)
+        if data_dir is None:
+            tokenizer = tokenizer or checkpoint
+            entity_vocab = entity_vocab or checkpoint / "entity_vocab.json"
+    elif (checkpoint / "model_config.json").is_file():
+        from pretrain.trainer import consolidated_state_dict
+
+        model = MLukeForPretraining(LukeConfig.from_json_file(str(checkpoint / "model_config.json")))
+        missing, unexpected = model.load_state_dict(consolidated_state_dict(checkpoint), strict=False)
+        if unexpected or [k for k in missing if k not in ("lm_head.decoder.weight", "lm_head.bias",
+                                                          "entity_predictions.decoder.weight")]:
+            raise ValueError(f"{checkpoint}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        model.tie_weights()
+    else:
+        raise FileNotFoundError(f"{checkpoint}: neither an exported model (model.safetensors) nor a "
+                                "pretraining checkpoint (model_config.json)")
+    return export_model(model, out_dir, data_dir=data_dir, tokenizer_dir=tokenizer, entity_vocab=entity_vocab,
+                        entity_aware_attention=entity_aware_attention)
