@@ -1,0 +1,215 @@
+"""The trainer on the tiny model, in this process (one rank, CPU/gloo, the real DeepSpeed engine)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from pretrain_fixture import ROOT, compose, pretrain_data, read_metrics, tiny_overrides  # noqa: F401
+
+from pretrain import callbacks
+from pretrain.config import ConfigError, derive
+from pretrain.trainer import ENTITY_SIDE, TrainingError, consolidated_state_dict, run
+
+
+def train(data, run_dir, *extra):
+    return run(compose(tiny_overrides(data, run_dir, *extra)))
+
+
+def test_few_steps_lower_the_loss_and_write_the_run(pretrain_data, tmp_path):  # noqa: F811
+    out = train(pretrain_data, tmp_path / "run", "trainer.max_steps=16", "optim.lr.full=1e-2",
+                "trainer.eval_every=16", "trainer.checkpoint_every=8")
+    assert out["status"] == "finished" and out["step"] == 16
+    losses = [r["train/loss"] for _, r in sorted(read_metrics(tmp_path / "run").items())]
+    assert len(losses) == 16
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.25, losses
+    records = read_metrics(tmp_path / "run").values()
+    for key in ("train/loss_mlm", "train/loss_mep", "train/acc_mlm", "train/acc_mep", "train/lr",
+                "train/grad_norm", "throughput/tokens_per_s"):
+        assert all(key in r for r in records), key
+    for key in ("train/en/loss_mlm", "train/de/loss_mep"):  # per language, from one-language micro-batches
+        assert any(key in r for r in records), key
+    evals = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "eval/" in line]
+    assert len(evals) == 1 and '"eval/de/acc_mep"' in evals[0] and '"eval/en/acc_mlm"' in evals[0]
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "grad_accum: 2" in config and "train_batch_size: 8" in config and f"dir: {pretrain_data}" in config
+    assert [p.name for p in callbacks.list_checkpoints(tmp_path / "run")] == ["step_00000008", "step_00000016"]
+    from transformers import LukeForMaskedLM
+
+    hf = LukeForMaskedLM.from_pretrained(str(tmp_path / "run" / "export"))
+    assert hf.config.entity_vocab_size == 18
+
+
+def test_stage1_freezes_the_word_side_and_stage2_trains_it(pretrain_data, tmp_path):  # noqa: F811
+    from pretrain.init import init_from_xlmr
+
+    start = init_from_xlmr(pretrain_data / "xlmr", entity_vocab_size=18, entity_emb_size=32, seed=42).state_dict()
+    train(pretrain_data, tmp_path / "s1", "stage=entity", "trainer.max_steps=3", "optim.lr.entity=1e-2")
+    s1 = consolidated_state_dict(callbacks.latest_complete_checkpoint(tmp_path / "s1"))
+    word_side = [k for k in s1 if not k.startswith(ENTITY_SIDE)]
+    assert len(word_side) > 30
+    for k in word_side:
+        assert torch.equal(s1[k], start[k]), k
+    assert not torch.equal(s1["luke.entity_embeddings.entity_embeddings.weight"],
+                           start["luke.entity_embeddings.entity_embeddings.weight"])
+    assert not torch.equal(s1["entity_predictions.transform.dense.weight"],
+                           start["entity_predictions.transform.dense.weight"])
+
+    train(pretrain_data, tmp_path / "s2", "stage=full", f"model.init_from={tmp_path / 's1'}",
+          "trainer.max_steps=3", "optim.lr.full=1e-2", "deepspeed=zero2")
+    s2 = consolidated_state_dict(callbacks.latest_complete_checkpoint(tmp_path / "s2"))
+    unchanged = [k for k in word_side if torch.equal(s2[k], s1[k])]
+    # The pooler is unused in pretraining and stays frozen, as in the reference.
+    assert unchanged == ["luke.pooler.dense.weight", "luke.pooler.dense.bias"]
+    log = (tmp_path / "s2" / "logs" / "rank0.log").read_text()
+    assert f"export of run {tmp_path / 's1'}" in log
+    assert min(read_metrics(tmp_path / "s2")) == 1  # a new run: step, schedule and optimizer start afresh
+
+
+def test_sigterm_checkpoints_and_resume_is_bitwise_identical(pretrain_data, tmp_path):  # noqa: F811
+    args = ("trainer.max_steps=8", "trainer.global_batch_size=16", "trainer.micro_batch_size=2",
+            "trainer.checkpoint_every=100", "trainer.export=false", "optim.lr.full=3e-3")
+    train(pretrain_data, tmp_path / "full", *args)
+    expected = read_metrics(tmp_path / "full")
+
+    run_dir = tmp_path / "cut"
+    metrics = run_dir / "metrics.jsonl"
+
+    def preempt():  # a real signal to this process once two steps are logged
+        while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=preempt, daemon=True).start()
+    out = train(pretrain_data, run_dir, *args)
+    assert out["status"] == "preempted" and 2 <= out["step"] < 8
+    assert [p.name for p in callbacks.list_checkpoints(run_dir)] == [f"step_{out['step']:08d}"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed after the run
+
+    out = train(pretrain_data, run_dir, *args, "resume=auto")
+    assert out["status"] == "finished"
+    got = read_metrics(run_dir)
+    assert sorted(got) == list(range(1, 9))
+    for step in range(1, 9):
+        for key in ("train/loss", "train/loss_mlm", "train/loss_mep", "train/grad_norm", "train/lr"):
+            assert got[step][key] == expected[step][key], (step, key)
+
+
+def test_truncated_checkpoint_is_skipped_with_a_warning(pretrain_data, tmp_path):  # noqa: F811
+    args = ("trainer.max_steps=4", "trainer.checkpoint_every=2", "trainer.keep_checkpoints=3", "trainer.export=false")
+    run_dir = tmp_path / "run"
+    train(pretrain_data, run_dir, *args)
+    first = read_metrics(run_dir)
+    victim = run_dir / "checkpoints" / "step_00000004" / "ds" / "mp_rank_00_model_states.pt"
+    with open(victim, "r+b") as f:
+        f.truncate(victim.stat().st_size // 2)
+    (run_dir / "checkpoints" / ".tmp-step_00000006").mkdir()  # a save killed half way
+    warnings = []
+    assert callbacks.latest_complete_checkpoint(run_dir, warn=warnings.append).name == "step_00000002"
+    assert len(warnings) == 1 and "step_00000004: truncated file ds/mp_rank_00_model_states.pt" in warnings[0]
+
+    out = train(pretrain_data, run_dir, *args)  # resume=auto is the default
+    assert out["step"] == 4
+    log = (run_dir / "logs" / "rank0.log").read_text()
+    assert "skipping checkpoint" in log and "truncated file" in log and "resumed from" in log
+    assert "removing incomplete checkpoint" in log and not (run_dir / "checkpoints" / ".tmp-step_00000006").exists()
+    again = read_metrics(run_dir)
+    assert [again[s]["train/loss"] for s in (3, 4)] == [first[s]["train/loss"] for s in (3, 4)]
+    assert callbacks.checkpoint_problem(run_dir / "checkpoints" / "step_00000004") is None  # rewritten whole
+
+
+def test_non_finite_losses_skip_the_batch_then_stop(pretrain_data, tmp_path, monkeypatch):  # noqa: F811
+    from pretrain.model import MLukeForPretraining
+
+    forward = MLukeForPretraining.forward
+    calls = {"n": 0, "bad": {3, 4}}
+
+    def poisoned(self, batch):
+        out = forward(self, batch)
+        calls["n"] += 1
+        if calls["bad"] == "all" or calls["n"] in calls["bad"]:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(MLukeForPretraining, "forward", poisoned)
+    out = train(pretrain_data, tmp_path / "a", "trainer.max_steps=3", "trainer.export=false")
+    assert out["status"] == "finished" and out["step"] == 3 and calls["n"] == 8  # 6 used + 2 skipped
+    state = (callbacks.latest_complete_checkpoint(tmp_path / "a") / "trainer_state.json").read_text()
+    assert '"bad_batches": 2' in state
+    assert all(r["train/loss"] == r["train/loss"] for r in read_metrics(tmp_path / "a").values())  # no NaN
+
+    calls.update(n=0, bad="all")
+    with pytest.raises(TrainingError, match="3 non-finite losses in a row at step 1"):
+        train(pretrain_data, tmp_path / "b", "trainer.max_steps=3", "trainer.max_bad_steps=3")
+
+
+def test_wandb_offline_run_can_be_synced(pretrain_data, tmp_path):  # noqa: F811
+    train(pretrain_data, tmp_path / "run", "trainer.max_steps=2", "wandb.mode=offline", "trainer.export=false")
+    files = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1 and b"train/loss" in files[0].read_bytes()
+    wandb = ROOT / ".venv" / "bin" / "wandb" if (ROOT / ".venv" / "bin" / "wandb").exists() else "wandb"
+    out = subprocess.run([str(wandb), "sync", "--dry-run"], cwd=tmp_path / "run", capture_output=True, text=True,
+                         timeout=120)
+    assert "Would sync 1 run" in out.stdout + out.stderr, out
+
+
+def test_derived_values_and_config_errors(pretrain_data, tmp_path):  # noqa: F811
+    cfg = compose(["data.dir=x", "model.init_from=y", "run_dir=z", "experiment=mluke_base", "stage=entity"])
+    d = derive(cfg, world_size=16, device_type="cuda")
+    assert (d.grad_accum, d.precision, d.lr, d.warmup_steps) == (4, "bf16", 5e-4, 2500)
+    assert d.deepspeed["train_micro_batch_size_per_gpu"] == 32 and d.deepspeed["zero_optimization"]["stage"] == 2
+    assert compose(["experiment=mluke_large", "stage=full", "data.dir=x", "model.init_from=y", "run_dir=z"]
+                   ).optim.lr.full == 5e-5
+    with pytest.raises(ConfigError, match="not a multiple of trainer.micro_batch_size=32 × world size 3"):
+        derive(cfg, world_size=3, device_type="cuda")
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        derive(compose(["data.dir=x", "model.init_from=y", "run_dir=z", "trainer.precision=fp16"]), 1, "cpu")
+    z3 = derive(compose(["data.dir=x", "model.init_from=y", "run_dir=z", "deepspeed=zero3_offload"]), 1, "cpu")
+    assert z3.deepspeed["zero_optimization"]["offload_param"]["device"] == "cpu"
+    train(pretrain_data, tmp_path / "run", "trainer.max_steps=1", "trainer.export=false")
+    with pytest.raises(ConfigError, match="already has checkpoints; use resume=auto"):
+        train(pretrain_data, tmp_path / "run", "trainer.max_steps=1", "resume=none")
+    with pytest.raises(ConfigError, match="is a stage=full run; stage=entity needs its own run_dir"):
+        train(pretrain_data, tmp_path / "run", "trainer.max_steps=1", "stage=entity")
+
+
+def test_command_line_rejects_bad_overrides_before_any_work():
+    env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+    for args, message in (
+        (["trainer.max_stepz=3"], "Key 'max_stepz' not in 'TrainerConfig'"),
+        (["trainer.max_steps=many"], "Value 'many' of type 'str' could not be converted to Integer"),
+        (["stage=second"], "Could not find 'stage/second'"),
+        (["data.dir=x"], "missing required setting(s): model.init_from, run_dir"),
+    ):
+        t0 = time.time()
+        out = subprocess.run([sys.executable, str(ROOT / "launch" / "pretrain.py"), *args], capture_output=True,
+                             text=True, env=env, timeout=60)
+        assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
+        assert time.time() - t0 < 20  # no torch/deepspeed import before the check
+
+
+def test_local_rank_argument_moves_to_the_environment(monkeypatch):
+    from pretrain.config import take_local_rank
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert take_local_rank(["p.py", "a=1", "--local_rank=3", "b=2"]) == ["p.py", "a=1", "b=2"]
+    assert os.environ["LOCAL_RANK"] == "3"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert take_local_rank(["p.py", "--local_rank", "1"]) == ["p.py"] and os.environ["LOCAL_RANK"] == "1"
+
+
+def test_both_stages_on_a_real_preprocessing_output(preprocessed, tiny_xlmr, tmp_path):
+    """The contract with preprocessing: the quickstart recipe on the pipeline's own output."""
+    common = [f"data.dir={preprocessed}", "experiment=quickstart", "wandb.mode=disabled", "trainer.progress=false",
+              "trainer.max_steps=3", "trainer.eval_every=3"]
+    out1 = run(compose([*common, f"model.init_from={tiny_xlmr}", f"run_dir={tmp_path / 's1'}", "stage=entity"]))
+    out2 = run(compose([*common, f"model.init_from={tmp_path / 's1'}", f"run_dir={tmp_path / 's2'}", "stage=full"]))
+    assert out1["status"] == out2["status"] == "finished"
+    evals = [line for line in (tmp_path / "s2" / "metrics.jsonl").read_text().splitlines() if "eval/" in line]
+    assert len(evals) == 1 and all(f'"eval/{lang}/acc_mlm"' in evals[0] for lang in ("de", "en", "ja"))

@@ -1,0 +1,76 @@
+"""Two ranks through the real `deepspeed` launcher on CPU (gloo): training, preemption, exact resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pretrain_fixture import ROOT, pretrain_data, read_metrics, tiny_overrides  # noqa: F401
+
+from pretrain import callbacks
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(args: list[str]) -> list[str]:
+    deepspeed = Path(sys.executable).parent / "deepspeed"
+    return [str(deepspeed) if deepspeed.exists() else "deepspeed", "--num_gpus", "2", "--master_port",
+            str(free_port()), str(ROOT / "launch" / "pretrain.py"), *args]
+
+
+ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+
+
+def launch(args: list[str]) -> subprocess.CompletedProcess:
+    out = subprocess.run(command(args), capture_output=True, text=True, env=ENV, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def test_two_ranks_preempted_and_resumed_match_an_uninterrupted_run(pretrain_data, tmp_path):  # noqa: F811
+    def args(run_dir):
+        return tiny_overrides(pretrain_data, run_dir, "trainer.max_steps=12", "trainer.checkpoint_every=100",
+                              "trainer.global_batch_size=64", "trainer.micro_batch_size=2", "deepspeed=zero2",
+                              "trainer.eval_every=12", "optim.lr.full=3e-3")
+
+    launch(args(tmp_path / "full"))
+    expected = read_metrics(tmp_path / "full")
+    assert sorted(expected) == list(range(1, 13))
+    assert (tmp_path / "full" / "logs" / "rank1.log").is_file()
+    assert (tmp_path / "full" / "export" / "config.json").is_file()
+
+    # SIGTERM to every process of the job once a step is logged, as SLURM does at preemption (the
+    # launchers also forward it: each rank gets it more than once). The ranks agree at the next
+    # step boundary, checkpoint together and stop.
+    run_dir = tmp_path / "cut"
+    metrics = run_dir / "metrics.jsonl"
+    proc = subprocess.Popen(command(args(run_dir)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=ENV, cwd=ROOT, start_new_session=True)
+    deadline = time.time() + 240
+    while not (metrics.is_file() and metrics.read_text().strip()):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    ckpt = callbacks.latest_complete_checkpoint(run_dir)
+    assert ckpt is not None and 1 <= int(ckpt.name.split("_")[1]) < 12, output[-3000:]
+    assert "checkpointed at step" in (run_dir / "logs" / "rank0.log").read_text()
+    assert (ckpt / "rng_rank1.pt").is_file() and sorted(p.name for p in (ckpt / "ds").glob("zero_pp_rank_*")) == [
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+
+    launch([*args(run_dir), "resume=auto"])
+    got = read_metrics(run_dir)
+    assert sorted(got) == list(range(1, 13))
+    for step in got:
+        for key in ("train/loss", "train/loss_mlm", "train/loss_mep"):
+            assert abs(got[step][key] - expected[step][key]) <= 1e-6 * abs(expected[step][key]), (step, key)
+    assert "resumed from" in (run_dir / "logs" / "rank0.log").read_text()
