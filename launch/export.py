@@ -1,7 +1,8 @@
 """python launch/export.py checkpoint=PATH out=DIR [data_dir=OUT | tokenizer=DIR entity_vocab=PATH] \
     [entity_aware_attention=true]
 
-checkpoint: a pretraining checkpoint directory, or an exported/initialized model directory. Writes a
+checkpoint: a pretraining run directory (its latest checkpoint), a checkpoint directory, or an
+exported/initialized model directory. Writes a
 directory that transformers loads as is (LukeForMaskedLM, LukeModel, MLukeTokenizer); see pretrain/export.py."""
 
 import sys

@@ -246,9 +246,20 @@ def parse_key_values(argv: list[str], required: tuple[str, ...], optional: dict[
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, data_dir=None, tokenizer=None,
                       entity_vocab=None, entity_aware_attention: bool = True) -> Path:
     """`launch/export.py`: export an exported/initialized directory (config.json + model.safetensors; its own
-    tokenizer files are used unless others are given) or a pretraining checkpoint directory
+    tokenizer files are used unless others are given), a pretraining run directory (its latest complete
+    checkpoint, with the data dir from its config.yaml) or a pretraining checkpoint directory
     (model_config.json + DeepSpeed files, written by pretrain/trainer.py; needs data_dir or tokenizer+entity_vocab)."""
     checkpoint = Path(checkpoint)
+    if (checkpoint / "checkpoints").is_dir():  # a pretraining run directory: its latest checkpoint
+        from omegaconf import OmegaConf
+
+        from pretrain.callbacks import latest_complete_checkpoint
+
+        run_dir, checkpoint = checkpoint, latest_complete_checkpoint(checkpoint)
+        if checkpoint is None:
+            raise FileNotFoundError(f"{run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}")
+        if data_dir is None and tokenizer is None and (run_dir / "config.yaml").is_file():
+            data_dir = OmegaConf.load(run_dir / "config.yaml").data.dir
     if (checkpoint / "model.safetensors").is_file():
         model = load_pretrained(checkpoint)
         if data_dir is None:

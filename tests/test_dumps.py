@@ -10,7 +10,7 @@ import pytest
 
 from preprocessing.dumps import DumpError, DumpReader, iter_pages
 
-DUMPS = Path(__file__).parent / "fixtures" / "dumps"
+DUMPS = Path(__file__).resolve().parents[1] / "sample" / "dumps"
 EN = DUMPS / "enwiki-sample.xml"
 
 

@@ -228,7 +228,7 @@ def test_fact_file_round_trip_and_errors(tmp_path):
 def test_sample_facts_file_loads():
     from pathlib import Path
 
-    facts = load_facts(Path(__file__).parent / "fixtures" / "facts-sample.jsonl")
+    facts = load_facts(Path(__file__).resolve().parents[1] / "sample" / "facts-sample.jsonl")
     assert facts.languages == ["ar", "de", "en", "fr", "hi", "ja", "th"]
     assert len(facts.facts) == 8 and len(facts.templates) == 14
     assert facts.entities["Q1490"].title("ja") == "東京都" and facts.entities["Q1490"].labels["ja"] == "東京"

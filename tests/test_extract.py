@@ -13,7 +13,7 @@ from preprocessing.dumps import DumpError
 from preprocessing.extract import extract_dump
 from preprocessing.wikitext import WikitextParser
 
-DUMPS = Path(__file__).parent / "fixtures" / "dumps"
+DUMPS = Path(__file__).resolve().parents[1] / "sample" / "dumps"
 EN = DUMPS / "enwiki-sample.xml"
 FILES = ("pages.jsonl", "redirects.tsv", "disambiguation.txt", "stats.json")
 

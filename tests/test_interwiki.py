@@ -1,4 +1,4 @@
-"""Wikidata JSON dump → (lang, title) ↔ QID, on the bundled excerpt (tests/fixtures/wikidata-sample.json)."""
+"""Wikidata JSON dump → (lang, title) ↔ QID, on the bundled excerpt (sample/wikidata-sample.json)."""
 
 from __future__ import annotations
 

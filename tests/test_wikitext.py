@@ -9,7 +9,7 @@ import pytest
 from preprocessing.dumps import iter_pages
 from preprocessing.wikitext import WikitextParser, is_disambiguation, parse_wikitext
 
-DUMPS = Path(__file__).parent / "fixtures" / "dumps"
+DUMPS = Path(__file__).resolve().parents[1] / "sample" / "dumps"
 
 
 def parse(wikitext: str, lang: str = "en") -> list[tuple[str, list[tuple[str, str]]]]:
