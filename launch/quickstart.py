@@ -105,7 +105,9 @@ def main(argv: list[str]) -> None:
         tmp = out / ".tmp-standin"
         shutil.rmtree(tmp, ignore_errors=True)
         tokenizer = build_standin_tokenizer(tmp / "tokenizer", texts(), vocab_size=1000)
-        build_tiny_xlmr(tmp / "model", tokenizer)
+        # Small enough for a laptop CPU, big enough to pick up the sample's facts.
+        build_tiny_xlmr(tmp / "model", tokenizer, hidden_size=128, num_layers=2, num_heads=4,
+                        intermediate_size=512)
         (tmp / "model").rename(xlmr)
         shutil.rmtree(tmp)
 

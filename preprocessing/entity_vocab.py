@@ -154,22 +154,32 @@ def build_entity_vocab(
 
 
 def _write(out_jsonl, out_json, kept, languages) -> None:
-    flat = {}
     with open(out_jsonl, "w", encoding="utf-8") as f:
         for ent_id, token in enumerate(SPECIAL_ENTITIES):
             item = {"id": ent_id, "entities": [[token, lang] for lang in languages], "count": 0}
             f.write(json.dumps(item, ensure_ascii=False) + "\n")
-            flat[token] = ent_id
         for ent_id, (total, entities, qid) in enumerate(kept, len(SPECIAL_ENTITIES)):
             item = {"id": ent_id, "entities": [list(e) for e in entities], "count": total}
             if qid:
                 item["qid"] = qid
             f.write(json.dumps(item, ensure_ascii=False) + "\n")
-            for title, lang in entities:
-                flat[f"{lang}:{title}"] = ent_id
-    flat[MASK2] = len(SPECIAL_ENTITIES) + len(kept)
     with open(out_json, "w", encoding="utf-8") as f:
-        json.dump(flat, f, ensure_ascii=False)
+        json.dump(hf_entity_vocab(out_jsonl), f, ensure_ascii=False)
+
+
+def hf_entity_vocab(jsonl_path) -> dict[str, int]:
+    """entity_vocab.jsonl → MLukeTokenizer's flat map ("lang:title" → id, specials bare, [MASK2]
+    appended), as transformers' mLUKE conversion (`load_original_entity_vocab`) builds it."""
+    mapping: dict[str, int] = {}
+    with open(jsonl_path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            for title, lang in entry["entities"]:
+                mapping[title if title in SPECIAL_ENTITIES else f"{lang}:{title}"] = entry["id"]
+    mapping.setdefault(MASK2, max(mapping.values()) + 1)
+    return mapping
 
 
 class EntityVocab:

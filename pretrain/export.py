@@ -45,6 +45,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from transformers import LukeConfig, MLukeTokenizer
 
+from preprocessing.entity_vocab import hf_entity_vocab
 from preprocessing.fsutil import atomic_dir
 from pretrain.model import MLukeForPretraining
 
@@ -58,21 +59,6 @@ SAMPLE_TEXTS = [
     "La Tour Eiffel est située à Paris, en France.",
     "Москва — столица России. القاهرة هي عاصمة مصر. दिल्ली भारत की राजधानी है।",
 ]
-
-
-def hf_entity_vocab(jsonl_path: str | Path) -> dict[str, int]:
-    """entity_vocab.jsonl -> MLukeTokenizer's flat map ("lang:title" -> id, specials bare, [MASK2] appended),
-    as HF's mLUKE conversion (`load_original_entity_vocab`) builds it."""
-    mapping: dict[str, int] = {}
-    with open(jsonl_path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            entry = json.loads(line)
-            for title, lang in entry["entities"]:
-                mapping[title if title in ("[PAD]", "[UNK]", "[MASK]") else f"{lang}:{title}"] = entry["id"]
-    mapping.setdefault("[MASK2]", max(mapping.values()) + 1)
-    return mapping
 
 
 def _resolve_sources(data_dir, tokenizer_dir, entity_vocab, max_entity_length, max_mention_length):

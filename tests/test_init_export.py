@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, LukeForMaskedLM, LukeModel, MLukeTokenizer, XLMRobertaForMaskedLM
 
-from pretrain.export import export_model, hf_entity_vocab, load_pretrained
+from preprocessing.entity_vocab import hf_entity_vocab
+from pretrain.export import export_model, load_pretrained
 from pretrain.init import entity_vocab_size, init_model_dir
 from pretrain.masking import MaskingCollator
 from pretrain.standin import build_standin_tokenizer, build_tiny_xlmr
