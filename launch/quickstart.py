@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SAMPLE = REPO / "sample"
-DEFAULTS = {"out": "quickstart_out", "xlmr": "standin", "steps": "150", "processes": "2",
+DEFAULTS = {"out": "quickstart_out", "xlmr": "standin", "steps": "300", "processes": "2",
             "overwrite": "false"}
 
 
