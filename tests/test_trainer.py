@@ -152,7 +152,12 @@ def test_non_finite_losses_skip_the_batch_then_stop(pretrain_data, tmp_path, mon
 def test_wandb_offline_run_can_be_synced(pretrain_data, tmp_path):  # noqa: F811
     train(pretrain_data, tmp_path / "run", "trainer.max_steps=2", "wandb.mode=offline", "trainer.export=false")
     files = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(files) == 1 and b"train/loss" in files[0].read_bytes()
+    assert len(files) == 1
+    # W&B's service process may still be flushing the run file when finish() returns.
+    deadline = time.monotonic() + 30
+    while b"train/loss" not in files[0].read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert b"train/loss" in files[0].read_bytes()
     wandb = ROOT / ".venv" / "bin" / "wandb" if (ROOT / ".venv" / "bin" / "wandb").exists() else "wandb"
     out = subprocess.run([str(wandb), "sync", "--dry-run"], cwd=tmp_path / "run", capture_output=True, text=True,
                          timeout=120)
