@@ -1,6 +1,5 @@
-# One virtualenv for everything. TORCH_SPEC pins the CPU build used on CPU machines and CI;
-# GPU users: `make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"`
-# (or any CUDA build of torch >= 2.4) before the rest is installed.
+# One virtualenv for everything. TORCH_SPEC is installed before anything that depends on torch
+# (see README: PyPI's Linux wheel is the CUDA build; pass --index-url for another variant).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
