@@ -222,5 +222,9 @@ class Timer:
     def add(self, name: str, seconds: float) -> None:
         self.totals[name] = self.totals.get(name, 0.0) + seconds
 
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (evaluation, checkpointing) out of the elapsed time."""
+        self.start += seconds
+
     def elapsed(self) -> float:
         return time.perf_counter() - self.start

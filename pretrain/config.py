@@ -199,6 +199,8 @@ def derive(cfg: PretrainConfig, world_size: int, device_type: str, bf16_supporte
         precision = "bf16" if device_type == "cuda" and bf16_supported else "fp32"
     if precision == "fp16" and device_type != "cuda":
         raise ConfigError("trainer.precision=fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    if precision == "bf16" and device_type == "cuda" and not bf16_supported:  # e.g. V100, T4 (mluke_* set bf16)
+        raise ConfigError("trainer.precision=bf16: this GPU has no bf16 support; use trainer.precision=fp16")
     ds = cfg.deepspeed
     zero: dict = {"stage": ds.zero_stage}
     if ds.zero_stage > 0:
@@ -208,7 +210,9 @@ def derive(cfg: PretrainConfig, world_size: int, device_type: str, bf16_supporte
     if ds.offload_param:
         zero["offload_param"] = {"device": "cpu", "pin_memory": device_type == "cuda"}
     if ds.zero_stage == 3:
-        # Consolidate a 16-bit state dict on save so that export needs no zero_to_fp32 pass.
+        # Only for users who call engine.save_16bit_model(); our checkpoints and export do not use it: the
+        # export consolidates the fp32 master weights of the final checkpoint with zero_to_fp32
+        # (trainer.consolidated_state_dict), which needs no collective and no GPU memory.
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     ds_dict: dict = {
         "train_batch_size": t.global_batch_size,
@@ -216,6 +220,10 @@ def derive(cfg: PretrainConfig, world_size: int, device_type: str, bf16_supporte
         "gradient_accumulation_steps": grad_accum,
         "gradient_clipping": cfg.optim.grad_clip,
         "zero_optimization": zero,
+        # With bf16 and ZeRO-1/2 DeepSpeed accumulates gradients over micro-batches in bf16 (its default
+        # data_types.grad_accum_dtype is the model dtype). Not measured on GPUs here; for many accumulation
+        # steps consider deepspeed.extra={data_types: {grad_accum_dtype: fp32}} (ZeRO-1 then uses DeepSpeed's
+        # BF16_Optimizer).
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16", "initial_scale_power": 16},
         "steps_per_print": 1 << 30,  # our logger reports; keep DeepSpeed quiet

@@ -197,15 +197,9 @@ class TrainLoader:
                     draws = self.sampler.draw(mb * world)[self.rank * mb:(self.rank + 1) * mb]
                 examples = self._fetch(draws)
                 batch = self.collate(examples, seed=_mix(self.seed, start, self.rank))
-                item = (batch, self._full_state(), [l for l, _ in draws])
-                while not stop.is_set():
-                    try:
-                        out.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        pass
-        except BaseException as e:  # surfaced in the consumer
-            out.put(e)
+                _put(out, (batch, self._full_state(), [l for l, _ in draws]), stop)
+        except BaseException as e:  # surfaced in the consumer; never blocks on a full queue nobody reads
+            _put(out, e, stop)
 
     def _fetch(self, draws: list[tuple[str, int]]) -> list[dict]:
         by_lang: dict[str, list[int]] = {}
@@ -233,6 +227,15 @@ class TrainLoader:
         finally:  # the consumer is done (or closed the generator): stop and wait for the thread
             stop.set()
             self._thread.join(timeout=30)
+
+
+def _put(out: queue.Queue, item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            pass
 
 
 def eval_batches(data: PretrainingData, collate: Callable, micro_batch_size: int, rank: int,

@@ -32,9 +32,9 @@ log = logging.getLogger("pretrain")
 # `entity_embeddings` and `entity_predictions` trainable; the entity decoder is tied to the
 # entity embeddings).
 ENTITY_SIDE = ("luke.entity_embeddings.", "entity_predictions.")
-# bf16 dense peak FLOP/s per GPU, for MFU.
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12, "L40S": 362e12,
-              "A10G": 70e12, "L4": 121e12, "V100": 125e12}
+# bf16 dense peak FLOP/s per GPU, for MFU (first matching name wins: the PCIe/NVL variants first).
+PEAK_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "GH200": 989e12,
+              "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12, "V100": 125e12}
 
 
 class TrainingError(Exception):
@@ -92,9 +92,10 @@ def git_commit() -> str | None:
 
 
 def all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
-    """In place over all ranks; `t` may live on the CPU also under NCCL (which needs GPU tensors)."""
+    """In place over all ranks. Pass tensors on the training device (CUDA under NCCL: no copies); a CPU
+    tensor also works under NCCL, which reduces only CUDA tensors, at the price of two copies and a sync."""
     if dist.is_initialized() and dist.get_world_size() > 1:
-        if dist.get_backend() == "nccl" and t.device.type != "cuda":
+        if "nccl" in str(dist.get_backend()) and t.device.type != "cuda":
             on_gpu = t.cuda()
             dist.all_reduce(on_gpu, op=op)
             t.copy_(on_gpu.cpu())
@@ -165,11 +166,15 @@ def consolidated_state_dict(ckpt: Path) -> dict:
     if (ds_dir / "mp_rank_00_model_states.pt").is_file():
         states = torch.load(ds_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
         state = {k: v.float() for k, v in states["module"].items() if v.numel()}
-    if any(ds_dir.glob("zero_pp_rank_*optim_states.pt")):
+    # Under bf16 DeepSpeed names the optimizer shards bf16_zero_pp_rank_*: both forms must match, else a
+    # bf16 run would export its bf16-rounded module copy (ZeRO-1/2) or nothing at all (ZeRO-3).
+    if any(ds_dir.glob("*zero_pp_rank_*optim_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        # ... and the optimizer's fp32 master copy is exact for the trained ones.
-        state.update(get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=callbacks.DS_TAG))
+        # ... and the optimizer's fp32 master copy is exact for the trained ones (ZeRO-2/3 add the
+        # frozen ones, in the training dtype).
+        fp32 = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=callbacks.DS_TAG)
+        state.update({k: v.float() for k, v in fp32.items()})
     return state
 
 
@@ -245,8 +250,10 @@ def make_optimizer(model, cfg: PretrainConfig, lr: float, device: torch.device):
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    # Frozen parameters (stage entity) stay out of the groups: DeepSpeed (ZeRO-2/3 included) saves them with
+    # the module, in the training dtype; an empty group is dropped (ZeRO's flattening cannot take one).
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.optim.weight_decay},
+                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
     kwargs = dict(lr=lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
     if cfg.deepspeed.offload_optimizer and device.type == "cuda":
         from deepspeed.ops.adam import DeepSpeedCPUAdam
@@ -267,13 +274,24 @@ def lr_lambda(warmup: int, total: int):
 
 def flops_per_token(config, seq_len: int) -> float:
     """PaLM (Chowdhery et al. 2022, App. B) as in nanoGPT: 6N + 12·L·H·S per token, N = non-embedding
-    (encoder) parameters, S = word + entity sequence length. The heads run only at masked positions and
-    are left out; in stage 1 frozen weights need no weight gradients, so this overstates its work."""
+    (encoder) parameters, S = word + entity sequence length. The heads run only at masked positions: see
+    head_flops. In stage 1 frozen weights need no weight gradients, so this overstates its work (MFU there
+    reads high by up to a third)."""
     h, layers = config.hidden_size, config.num_hidden_layers
     n = layers * (4 * h * h + 2 * h * config.intermediate_size)
     if config.use_entity_aware_attention:
         n += layers * 3 * h * h
     return 6 * n + 12 * layers * h * seq_len
+
+
+def head_flops(config, num_masked_words: int, num_masked_entities: int) -> float:
+    """Forward + backward FLOPs of the two prediction heads, which run only at the masked positions: per
+    masked word dense (H·H) + decoder (H·V); per masked entity dense (H·E) + decoder (E·V_entities).
+    At base size with 1.2M entities one masked entity costs ~3× a token's encoder work: leaving the
+    heads out would understate MFU by a large margin."""
+    h, e = config.hidden_size, config.entity_emb_size
+    return 6.0 * (num_masked_words * (h * h + h * config.vocab_size)
+                  + num_masked_entities * (h * e + e * config.entity_vocab_size))
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -423,7 +441,9 @@ def run(cfg: PretrainConfig) -> dict:
     # Running sums between log records: loss, n_micro, mlm (loss·n, correct, n), mep (same), word
     # tokens, entity tokens, then per-language (loss_mlm·n, n, loss_mep·n, n).
     n_lang = len(languages)
-    sums = torch.zeros(8 + 4 * n_lang, dtype=torch.float64)
+    # On the training device: adding a micro-batch's figures queues a kernel and never waits for the GPU;
+    # the sums are read back only at log steps (one sync per log record, in _log_train).
+    sums = torch.zeros(8 + 4 * n_lang, dtype=torch.float64, device=device)
     timer = callbacks.Timer()
     status, last = "finished", {}
     batches = iter(loader)
@@ -436,11 +456,20 @@ def run(cfg: PretrainConfig) -> dict:
             while micro < d.grad_accum:
                 t0 = time.perf_counter()
                 batch, langs = next(batches)
+                # Counted on the host copy: the same sums on the device would each cost a sync.
+                words = int(batch["attention_mask"].sum())
+                ents = int(batch["entity_attention_mask"].sum())
+                seq = batch["input_ids"].shape[1] + batch["entity_ids"].shape[1]
+                n_heads = (batch["mlm_labels"].numel(), batch["mep_labels"].numel() if "mep_labels" in batch else 0)
+                if device.type == "cuda":  # a copy from pageable memory first waits for the GPU; pinned ones
+                    batch = {k: v.pin_memory() for k, v in batch.items()}  # don't (not measurable on CPU hosts)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 timer.add("data", time.perf_counter() - t0)
                 out = engine(batch)
-                # Every rank must agree whether to skip (the backward is collective).
-                finite = all_reduce(torch.isfinite(out.loss.detach()).float().cpu(), dist.ReduceOp.MIN)
+                # Every rank must agree whether to skip (the backward is collective). The flag stays on the
+                # device (NCCL reduces only CUDA tensors); reading it is the one host sync per micro-batch,
+                # unavoidable since the decision must precede the backward.
+                finite = all_reduce(torch.isfinite(out.loss.detach()).to(sums.dtype), dist.ReduceOp.MIN)
                 if not finite.item():
                     counters["bad_batches"] += 1
                     bad_in_a_row += 1
@@ -455,29 +484,28 @@ def run(cfg: PretrainConfig) -> dict:
                 engine.backward(out.loss)
                 engine.step()
                 micro += 1
-                nm, ne = out.num_mlm.item(), out.num_mep.item()
-                row = [out.loss.item(), 1, out.loss_mlm.item() * nm, out.acc_mlm.item() * nm, nm,
-                       out.loss_mep.item() * ne, out.acc_mep.item() * ne, ne]
-                sums[:8] += torch.tensor(row, dtype=torch.float64)
-                words = float(batch["attention_mask"].sum())
-                ents = float(batch["entity_attention_mask"].sum())
+                nm, ne = out.num_mlm.to(sums.dtype), out.num_mep.to(sums.dtype)
+                row = torch.stack([out.loss.detach().to(sums.dtype), torch.ones_like(nm),
+                                   out.loss_mlm.detach().to(sums.dtype) * nm, out.acc_mlm.to(sums.dtype) * nm, nm,
+                                   out.loss_mep.detach().to(sums.dtype) * ne, out.acc_mep.to(sums.dtype) * ne, ne])
+                sums[:8] += row
                 if len(set(langs)) == 1:
                     li = 8 + 4 * languages.index(langs[0])
-                    sums[li:li + 4] += torch.tensor([out.loss_mlm.item() * nm, nm, out.loss_mep.item() * ne, ne],
-                                                    dtype=torch.float64)
-                counters["tokens"] += int(words + ents)
+                    sums[li:li + 4] += torch.stack([row[2], row[4], row[5], row[7]])  # (a list index would copy)
+                counters["tokens"] += words + ents
                 timer.add("words", words)
                 timer.add("entities", ents)
-                seq = batch["input_ids"].shape[1] + batch["entity_ids"].shape[1]
-                timer.add("flops", (words + ents) * flops_per_token(model.config, seq))
+                timer.add("flops", (words + ents) * flops_per_token(model.config, seq)
+                          + head_flops(model.config, *n_heads))
             step += 1
 
-            stop = all_reduce(torch.tensor([float(preempt.flag)]), dist.ReduceOp.MAX).item() > 0
+            stop = all_reduce(torch.tensor([float(preempt.flag)], device=device), dist.ReduceOp.MAX).item() > 0
             if step % cfg.trainer.log_every == 0 or step == cfg.trainer.max_steps or stop:
                 last = _log_train(engine, sums, timer, languages, step, world, peak, logger,
                                   {"train/lr": step_lr, "train/skipped_batches": counters["bad_batches"]})
                 sums.zero_()
                 timer.reset()
+            t0 = time.perf_counter()  # evaluation and checkpoints are not training time (tokens/s, MFU)
             if cfg.trainer.eval_every and (step % cfg.trainer.eval_every == 0 or step == cfg.trainer.max_steps):
                 _evaluate(engine, data, collate, cfg, rank, world, step, logger)
             if stop:
@@ -487,6 +515,7 @@ def run(cfg: PretrainConfig) -> dict:
                 break
             if step % cfg.trainer.checkpoint_every == 0 or step == cfg.trainer.max_steps:
                 checkpoint()
+            timer.exclude(time.perf_counter() - t0)
     finally:
         batches.close()  # stops the prefetch thread before the interpreter may exit
         preempt.restore()
@@ -503,10 +532,10 @@ def _log_train(engine, sums, timer, languages, step, world, peak, logger, extra:
     """Reduce the running sums over ranks and write one record (rank 0)."""
     elapsed = timer.elapsed()
     times = torch.tensor([timer.totals.get(k, 0.0) for k in ("words", "entities", "data", "flops")] + [elapsed],
-                         dtype=torch.float64)
-    total = all_reduce(torch.cat([sums, times]))
-    s = total[: len(sums)].tolist()
-    words, ents, data_time, flops, elapsed_sum = total[len(sums):].tolist()
+                         dtype=torch.float64, device=sums.device)
+    total = all_reduce(torch.cat([sums, times])).tolist()  # the one host sync of the metrics
+    s = total[: len(sums)]
+    words, ents, data_time, flops, elapsed_sum = total[len(sums):]
     loss, n_micro, mlm_l, mlm_c, mlm_n, mep_l, mep_c, mep_n = s[:8]
     rec = {
         "step": step,
@@ -544,18 +573,19 @@ def _log_train(engine, sums, timer, languages, step, world, peak, logger, extra:
 def _evaluate(engine, data, collate, cfg, rank, world, step, logger) -> dict:
     """Masked word and entity accuracy (and loss) per language on the held-out slice."""
     langs = data.languages
-    sums = torch.zeros(len(langs), 6, dtype=torch.float64)  # mlm loss·n, correct, n; mep same
+    # mlm loss·n, correct, n; mep same. On the device, read back once (no sync per batch).
+    sums = torch.zeros(len(langs), 6, dtype=torch.float64, device=engine.device)
     engine.eval()
     for lang, batch, real in eval_batches(data, collate, cfg.trainer.micro_batch_size, rank, world,
                                           cfg.seed, cfg.trainer.eval_batches):
         out = engine({k: v.to(engine.device) for k, v in batch.items()})
         if real:
-            nm, ne = out.num_mlm.item(), out.num_mep.item()
-            sums[langs.index(lang)] += torch.tensor([out.loss_mlm.item() * nm, out.acc_mlm.item() * nm, nm,
-                                                     out.loss_mep.item() * ne, out.acc_mep.item() * ne, ne],
-                                                    dtype=torch.float64)
+            nm, ne = out.num_mlm.to(sums.dtype), out.num_mep.to(sums.dtype)
+            sums[langs.index(lang)] += torch.stack([out.loss_mlm.to(sums.dtype) * nm, out.acc_mlm.to(sums.dtype) * nm,
+                                                    nm, out.loss_mep.to(sums.dtype) * ne,
+                                                    out.acc_mep.to(sums.dtype) * ne, ne])
     engine.train()
-    sums = all_reduce(sums)
+    sums = all_reduce(sums).cpu()
     rec = {"step": step}
     for i, lang in enumerate(langs):
         ml, mc, mn, el, ec, en = sums[i].tolist()

@@ -155,3 +155,29 @@ def test_mix_is_stable():
 
     assert _mix(1, 2, 3) == _mix(1, 2, 3) != _mix(1, 2, 4)
     assert isinstance(_mix(2**40, 5), int) and 0 <= _mix(2**40, 5) < 2**63
+
+
+def test_prefetch_errors_reach_the_consumer_and_closing_never_waits(data, collate):
+    import time
+
+    def failing(after):
+        calls = []
+
+        def f(rows, seed):
+            calls.append(1)
+            if len(calls) > after:
+                raise ValueError("bad row in collate")
+            return collate(rows, seed)
+        return f
+
+    it = iter(loader(data, failing(2), prefetch=1))
+    next(it)
+    with pytest.raises(ValueError, match="bad row in collate"):
+        take(it, 3)
+    # The thread fails while the queue is full and the trainer stops reading: closing must not wait for it.
+    it = iter(loader(data, failing(2), prefetch=1))
+    next(it)
+    time.sleep(0.5)  # one batch queued, the error pending behind it
+    start = time.perf_counter()
+    it.close()
+    assert time.perf_counter() - start < 5

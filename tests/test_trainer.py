@@ -149,6 +149,42 @@ def test_non_finite_losses_skip_the_batch_then_stop(pretrain_data, tmp_path, mon
         train(pretrain_data, tmp_path / "b", "trainer.max_steps=3", "trainer.max_bad_steps=3")
 
 
+def test_the_loop_reads_device_values_once_per_micro_batch(pretrain_data, tmp_path, monkeypatch):  # noqa: F811
+    # On a GPU every read of a device value (.item(), .tolist(), float()) waits for the queued kernels. The
+    # loop may read only the skip flag per micro-batch and the preemption flag per step; metrics stay on the
+    # device until a log step.
+    import pretrain.trainer as trainer
+
+    reads = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def wrapped(self, *a, _original=original, _name=name, **k):
+            frame = sys._getframe(1)
+            if frame.f_code.co_filename == trainer.__file__ and frame.f_code.co_name == "run":
+                reads.append((_name, frame.f_lineno, self.device.type, self.numel()))
+            return _original(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, wrapped)
+    train(pretrain_data, tmp_path / "run", "trainer.max_steps=4", "trainer.log_every=4", "trainer.export=false")
+    # Batch sizes are counted on the host copy of the batch, before it goes to the device.
+    device_reads = [r for r in reads if r[0] not in ("__int__",)]
+    assert len(device_reads) == 4 * 2 + 4, device_reads  # 2 micro-batches per step, 4 steps
+
+
+def test_flops_accounting_counts_the_heads_at_masked_positions():
+    from transformers import LukeConfig
+
+    from pretrain.trainer import flops_per_token, head_flops
+
+    base = LukeConfig(vocab_size=250_002, entity_vocab_size=1_200_000, entity_emb_size=256, hidden_size=768,
+                      num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                      use_entity_aware_attention=False)
+    encoder = flops_per_token(base, 512 + 128)
+    assert 6 * 84e6 < encoder < 6 * 100e6  # XLM-R base: 85M non-embedding parameters, plus attention
+    assert head_flops(base, 1, 0) == 6 * (768 * 768 + 768 * 250_002)
+    assert head_flops(base, 0, 1) > 3 * encoder  # a masked entity's 1.2M-way softmax outweighs a token
+
+
 def test_wandb_offline_run_can_be_synced(pretrain_data, tmp_path):  # noqa: F811
     train(pretrain_data, tmp_path / "run", "trainer.max_steps=2", "wandb.mode=offline", "trainer.export=false")
     files = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -173,6 +209,8 @@ def test_derived_values_and_config_errors(pretrain_data, tmp_path):  # noqa: F81
                    ).optim.lr.full == 5e-5
     with pytest.raises(ConfigError, match="not a multiple of trainer.micro_batch_size=32 × world size 3"):
         derive(cfg, world_size=3, device_type="cuda")
+    with pytest.raises(ConfigError, match="no bf16 support; use trainer.precision=fp16"):
+        derive(cfg, world_size=16, device_type="cuda", bf16_supported=False)
     with pytest.raises(ConfigError, match="fp16 needs a GPU"):
         derive(compose(["data.dir=x", "model.init_from=y", "run_dir=z", "trainer.precision=fp16"]), 1, "cpu")
     z3 = derive(compose(["data.dir=x", "model.init_from=y", "run_dir=z", "deepspeed=zero3_offload"]), 1, "cpu")

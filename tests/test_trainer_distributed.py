@@ -74,3 +74,30 @@ def test_two_ranks_preempted_and_resumed_match_an_uninterrupted_run(pretrain_dat
         for key in ("train/loss", "train/loss_mlm", "train/loss_mep"):
             assert abs(got[step][key] - expected[step][key]) <= 1e-6 * abs(expected[step][key]), (step, key)
     assert "resumed from" in (run_dir / "logs" / "rank0.log").read_text()
+
+
+def test_two_ranks_zero3_bf16_entity_stage_keeps_the_word_side_and_exports(pretrain_data, tmp_path):  # noqa: F811
+    # ZeRO-3 partitions the frozen word side too, and bf16 names the optimizer shards bf16_zero_pp_rank_*:
+    # the consolidated weights (export, stage-2 init) must still hold every parameter, trained ones in fp32.
+    import torch
+    from transformers import LukeForMaskedLM
+
+    from pretrain.init import init_from_xlmr
+    from pretrain.trainer import ENTITY_SIDE, consolidated_state_dict
+
+    launch(tiny_overrides(pretrain_data, tmp_path / "s1", "trainer.max_steps=2", "trainer.micro_batch_size=2",
+                          "stage=entity", "deepspeed=zero3", "trainer.precision=bf16", "optim.lr.entity=1e-2"))
+    ckpt = callbacks.latest_complete_checkpoint(tmp_path / "s1")
+    assert sorted(p.name for p in (ckpt / "ds").glob("bf16_zero_pp_rank_*")) == [
+        "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt", "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    start = init_from_xlmr(pretrain_data / "xlmr", entity_vocab_size=18, entity_emb_size=32, seed=42).state_dict()
+    state = consolidated_state_dict(ckpt)
+    assert set(state) == set(start)
+    word_side = [k for k in state if not k.startswith(ENTITY_SIDE)]
+    for k in word_side:  # frozen, kept in the training dtype
+        assert torch.equal(state[k], start[k].bfloat16().float()), k
+    entities = state["luke.entity_embeddings.entity_embeddings.weight"]
+    assert not torch.equal(entities, entities.bfloat16().float())  # the fp32 master copy, not bf16
+    hf = LukeForMaskedLM.from_pretrained(str(tmp_path / "s1" / "export"))
+    assert torch.equal(hf.luke.encoder.layer[0].attention.self.query.weight,
+                       state["luke.encoder.layer.0.attention.self.query.weight"])
