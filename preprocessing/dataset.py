@@ -27,6 +27,7 @@ and the rest of the sentence keeps its natural tokenization.
 from __future__ import annotations
 
 import bisect
+import collections
 import hashlib
 import json
 import logging
@@ -317,6 +318,19 @@ def _run_worker(lines):
     return _worker_processor(lines)
 
 
+def _ordered_window(pool, fn, items, window: int):
+    """fn(item) for each item on the pool, in input order, with at most `window` tasks in flight.
+    (Pool.imap keeps every finished result until it is consumed: when writing the Arrow file is
+    the slower side, the examples of the whole dump would pile up in memory.)"""
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(pool.apply_async(fn, (item,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
 def _batches(path: Path) -> Iterator[list[tuple[int, str]]]:
     batch = []
     with open(path, encoding="utf-8") as f:
@@ -377,7 +391,7 @@ def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_len
         # fork shares the (possibly huge) entity vocabulary with the workers without pickling it.
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(num_workers, initializer=_init_worker, initargs=(processor,)) as pool:
-            yield from pool.imap(_run_worker, _batches(pages_file))  # imap keeps file order
+            yield from _ordered_window(pool, _run_worker, _batches(pages_file), 4 * num_workers)
 
     def generate():
         with tqdm(total=total, unit="pages", desc=f"dataset {lang}", disable=not progress) as bar:

@@ -37,8 +37,11 @@ MAX_LOGGED_SKIPS = 5
 
 # Old dumps without <redirect title=...>: the text starts with #REDIRECT (or a local form).
 _REDIRECT = re.compile(
-    r"\s*#(?:REDIRECT|WEITERLEITUNG|REDIRECTION|REDIRECCIÓN|RINVIA|DOORVERWIJZING|PATRZ|"
-    r"PRZEKIERUJ|REDIRECIONAMENTO|ПЕРЕНАПРАВЛЕНИЕ|転送|重定向|تحويل|अनुप्रेषित|เปลี่ยนทาง)"
+    r"\s*#(?:REDIRECT|WEITERLEITUNG|REDIRECTION|REDIRECCIÓN|REDIRECCION|RINVIA|RINVIO|"
+    r"DOORVERWIJZING|PATRZ|PRZEKIERUJ|TAM|REDIRECIONAMENTO|ПЕРЕНАПРАВЛЕНИЕ|ПЕРЕНАПР|転送|"
+    r"リダイレクト|重定向|تحويل|अनुप्रेषित|पुनर्निर्देशित|เปลี่ยนทาง|ΑΝΑΚΑΤΕΥΘΥΝΣΗ|OHJAUS|"
+    r"UUDELLEENOHJAUS|ALIH|넘겨주기|OMDIRIGERING|YÖNLENDİRME|YÖNLENDIRME|YÖNLENDİR|ĐỔI|"
+    r"পুনর্নির্দেশ|దారిమార్పు|ELEKEZA)"
     r"\s*:?\s*\[\[([^\]|]+)",
     re.IGNORECASE,
 )

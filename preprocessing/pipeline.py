@@ -148,9 +148,7 @@ def run_entity_vocab(cfg: PreprocessConfig, out: Path, languages: list[str]) -> 
 
 
 def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
-    from transformers import AutoTokenizer
-
-    from .dataset import build_dataset, write_metadata
+    from .dataset import build_dataset, load_tokenizer, write_metadata
 
     def _build_dataset(*args, **kwargs):
         try:
@@ -163,13 +161,27 @@ def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
     if not vocab_path.exists():
         raise PreprocessError(f"the dataset stage needs {vocab_path}: run the entity_vocab stage")
     entity_vocab = EntityVocab.load(vocab_path)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    try:  # a wrong name or path is a one-line error, not a transformers traceback
+        tokenizer = load_tokenizer(cfg.tokenizer)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PreprocessError(
+            f"tokenizer={cfg.tokenizer} cannot be used: {first} "
+            "(give an XLM-R hub name such as xlm-roberta-base, or a local tokenizer directory)"
+        ) from None
     root = out / "dataset"
     meta_path = root / "metadata.json"
     if meta_path.exists() and not cfg.overwrite:
+        # Finished languages are reused only if they were built from the same inputs and limits.
         meta = json.loads(meta_path.read_text())
-        if meta.get("entity_vocab_sha256") != entity_vocab.sha256:
-            log.warning("entity vocabulary changed since %s was built: rebuilding it", root)
+        wanted = {"entity_vocab_sha256": entity_vocab.sha256, "tokenizer": str(cfg.tokenizer),
+                  "tokenizer_vocab_size": len(tokenizer)}
+        wanted |= {key: getattr(cfg.dataset, key) for key in (
+            "max_seq_length", "max_entity_length", "max_mention_length", "min_sentence_length",
+            "keep_unknown_entities")}
+        changed = [key for key, value in wanted.items() if meta.get(key) != value]
+        if changed:
+            log.warning("%s changed since %s was built: rebuilding it", ", ".join(changed), root)
             shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     write_metadata(out, tokenizer, cfg.tokenizer, entity_vocab, cfg, languages)

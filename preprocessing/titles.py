@@ -17,12 +17,15 @@ from urllib.parse import unquote
 _SPACES = re.compile(r"[\s_\u00a0\u1680\u180e\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
 _DIRECTION_MARKS = re.compile("[\u200e\u200f\u202a-\u202e]")
 _TURKIC = {"tr", "az", "crh", "kaa", "kk", "tt"}
+# Character references only with their ";", as MediaWiki's Sanitizer decodes them: a bare
+# html.unescape also decodes legacy names without one ("Rock&reggae" → "Rock®gae").
+_CHAR_REF = re.compile(r"&(?:#[0-9]+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
 
 
 def normalize_title(title: str, lang: str | None = None) -> str:
     """Normalize a title or link target; returns "" when nothing is left (e.g. "#History")."""
     if "&" in title:
-        title = html.unescape(title)
+        title = _CHAR_REF.sub(lambda m: html.unescape(m.group()), title)
     if "%" in title:
         title = unquote(title)
     title = title.split("#", 1)[0]

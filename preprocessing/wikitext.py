@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import html
 import re
+import sys
+import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
+from urllib.parse import unquote
 
 from mwparserfromhell.parser import Parser, tokens
 
@@ -125,7 +128,9 @@ WIKI_LANGUAGES = (
     "qu rm rmy rn ro roa-rup roa-tara ru rue rw sa sah sat sc scn sco sd se sg sh shi shn si "
     "simple sk skr sl sm smn sn so sq sr srn ss st stq su sv sw szl szy ta tay tcy te tet tg th "
     "ti tk tl tn to tpi tr trv ts tt tum tw ty tyv udm ug uk ur uz ve vec vep vi vls vo wa war "
-    "wo wuu xal xh xmf yi yo yue za zea zgh zh zh-classical zh-min-nan zh-yue zu"
+    "wo wuu xal xh xmf yi yo yue za zea zgh zh zh-classical zh-min-nan zh-yue zu "
+    # Wikipedias opened since 2022, and aliases in the interwiki map (lzh = zh-classical, ...).
+    "ann bbc bew btm dga iba igl kge knc kus mos nr nup rsk syl tdd tig tly lzh nan rup sgs vro"
 )
 
 _FILE, _CATEGORY, _OTHER, _LANGLINK = "file", "category", "other", "langlink"
@@ -158,7 +163,24 @@ def _namespace_table(lang: str, extra: tuple[tuple[int, str], ...] = ()) -> dict
 # is per language; letters of any alphabet approximate it. Languages written without spaces
 # (and Korean, whose particles attach to nouns) get no trail, as on those wikis.
 _NO_TRAIL = {"ja", "zh", "th", "ko"}
-_TRAIL = re.compile(r"[^\W\d_]+")
+
+
+def _mark_class() -> str:
+    """A regex class of the combining marks (Mn, Mc, Me): Python's \\w has none of them, yet in
+    Indic and Arabic scripts they belong to the word (a vowel sign, harakat). A trail that
+    stopped before one would cut a letter from its mark ("[[भारत]]वासी" → anchor "भारतव")."""
+    ranges: list[list[int]] = []
+    for code in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(code)) in ("Mn", "Mc", "Me"):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    return "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges)
+
+
+_MARKS = _mark_class()
+_TRAIL = re.compile(rf"(?:[^\W\d_]|[{_MARKS}])+")
 
 # ---------------------------------------------------------------------------------------------
 # Pre-cut scanner (regexes on the raw wikitext).
@@ -172,16 +194,22 @@ _DROP_TAGS = (
 _CUT = re.compile(
     r"<!--.*?(?:-->|\Z)"  # comments (an unclosed one runs to the end, as in MediaWiki)
     rf"|<(?:{'|'.join(_DROP_TAGS)})\b[^>]*?/>"  # self-closing, e.g. <ref name=x />
-    rf"|<({'|'.join(_DROP_TAGS)})\b[^>]*>.*?</\1\s*>",
+    # (the body stops at the next opening of the same tag: many unclosed <ref>s stay linear)
+    rf"|<({'|'.join(_DROP_TAGS)})\b[^>]*>[^<]*(?:<(?!/?\1\b)[^<]*)*</\1\s*>",
     re.DOTALL | re.IGNORECASE,
 )
 _BRACES = re.compile(r"\{\{|\}\}")
+# A table never closed (MediaWiki closes it at the end of the page): its opening line and the
+# row/cell lines right after it, so that its markup does not become text.
+_UNCLOSED_TABLE = re.compile(r"\n[ \t:]*\{\|[^\n]*(?:\n[ \t]*[|!][^\n]*)*")
 # Patterns anchored on "\n" rather than a MULTILINE "^": the regex engine then skips ahead to
 # newlines instead of trying every position (5x faster); precut() adds a leading "\n".
 _TABLE = re.compile(r"\n[ \t:]*(\{\||\|\})")
 # Line-level block markup → paragraph breaks: headings, list/indent markers, rules.
 _BLOCK = re.compile(r"\n(?:=+[^\n]*=+[ \t]*(?=\n|\Z)|[*#:;]+[ \t]*|-{4,})")
-_MAGIC = re.compile(r"__[A-Z_]+__")
+# Behaviour switches: __NOTOC__ and local aliases (__KEIN_INHALTSVERZEICHNIS__, __目次非表示__,
+# __БЕЗ_ОГЛАВЛЕНИЯ__). Only all-caps or caseless words: "__init__" in prose stays.
+_MAGIC = re.compile(rf"__[^\W_](?:\w|[{_MARKS}])*?__")
 _EMPTY_PARENS = re.compile(r"[(（][\s,;、，']*[)）]")  # ' for italics around a template
 _STRAY_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*\b[^<>\n]*>")
 _STYLE = re.compile(r"'{2,}")
@@ -231,6 +259,42 @@ def _drop_empty_parens(text: str) -> str:
     return _cut(text, spans)
 
 
+def _drop_magic_word(m: re.Match) -> str:
+    word = m.group()
+    return "" if word == word.upper() else word
+
+
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)\b[^<>]*?(/?)>")
+# Tags that need no closing tag (mwparserfromhell's single tags): never "unclosed".
+_SINGLE_TAGS = {"br", "wbr", "hr", "meta", "link", "img", "li", "dt", "dd", "th", "td", "tr"}
+
+
+def _drop_unclosed_tags(text: str) -> str:
+    """Remove opening tags that are never closed ("<small>", "<p>" as a line break). MediaWiki's
+    sanitizer drops or auto-closes them; mwparserfromhell retries each one to the end of the
+    page: 30,000 list lines with an unclosed <span> took minutes to tokenize (quadratic)."""
+    opened: dict[str, list[re.Match]] = {}
+    for m in _TAG.finditer(text):
+        closing, name, self_closing = m.groups()
+        name = name.lower()
+        if self_closing or name in _SINGLE_TAGS:
+            continue
+        if closing:
+            if opened.get(name):
+                opened[name].pop()
+        else:
+            opened.setdefault(name, []).append(m)
+    unclosed = sorted((m for stack in opened.values() for m in stack), key=lambda m: m.start())
+    if not unclosed:
+        return text
+    parts, pos = [], 0
+    for m in unclosed:  # a block tag still ends the paragraph
+        parts += [text[pos:m.start()], "\n\n\n" if m.group(2).lower() in _BLOCK_TAGS else ""]
+        pos = m.end()
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
 def precut(wikitext: str) -> str:
     """Remove comments, non-text tags, templates, tables and line-level block markup."""
     text = _CUT.sub("", "\n" + wikitext)
@@ -239,10 +303,47 @@ def precut(wikitext: str) -> str:
         text = _drop_empty_parens(text)
     if "{|" in text:
         text = _cut(text, _balanced_spans(text, _TABLE, "{|"), "\n\n\n")
+        text = _UNCLOSED_TABLE.sub("\n\n\n", text)
     text = _BLOCK.sub("\n\n\n", text)
+    if "<" in text:
+        text = _drop_unclosed_tags(text)
     if "__" in text:
-        text = _MAGIC.sub("", text)
+        text = _MAGIC.sub(_drop_magic_word, text)
     return text
+
+
+# Chinese variant conversion markup, -{...}- (LanguageConverter): zhwiki writes both scripts
+# inline, "-{zh-hans:计算机; zh-hant:電腦;}-", and hides conversion rules with -{H|...}-. One
+# variant is shown (Simplified first, as the reference extractor's zh-hans text), rules dropped.
+# (the body cannot hold "-{": an unclosed "-{" scans only up to the next one, never quadratic)
+_VARIANT_BLOCK = re.compile(r"-\{((?:[^}-]|-(?!\{)|\}(?!-))*)\}-")
+_VARIANT_FLAGS = re.compile(r"\s*([ATRDHN-](?:\s*;\s*[ATRDHN-])*)\s*;?\s*\|")
+_VARIANT_RULE = re.compile(r"(?:^|;)\s*(zh(?:-[a-z]+)?)\s*:")
+_VARIANT_ORDER = ("zh-hans", "zh-cn", "zh", "zh-sg", "zh-my", "zh-hant", "zh-tw", "zh-hk", "zh-mo")
+
+
+def _variant_text(m: re.Match) -> str:
+    body = m.group(1)
+    flags = _VARIANT_FLAGS.match(body)
+    if flags:
+        if set(flags.group(1)) & set("HT-"):  # a hidden rule, a title rule, a rule removal
+            return ""
+        body = body[flags.end():]
+        if "R" in flags.group(1):  # raw: shown as written
+            return body
+    rules = list(_VARIANT_RULE.finditer(body))
+    if not rules or rules[0].start() != 0:
+        return body  # -{text}-: protected from conversion, shown as is
+    texts = {}
+    for rule, following in zip(rules, rules[1:] + [None]):
+        end = following.start() if following else len(body)
+        texts.setdefault(rule.group(1), body[rule.end():end].strip())
+    variant = next((v for v in _VARIANT_ORDER if v in texts), rules[0].group(1))
+    return texts[variant]
+
+
+def convert_variants(text: str) -> str:
+    return _VARIANT_BLOCK.sub(_variant_text, text) if "-{" in text else text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,23 +505,28 @@ class _Render:
         colon = title.startswith(":")  # [[:Category:X]] / [[:fr:Paris]] show a plain link
         if colon:
             title = title[1:].strip()
-        kind = None
-        prefix, sep, _ = title.partition(":")
+        kind, name = None, title  # name: the page linked to
+        prefix, sep, rest = title.partition(":")
         if sep:
             kind = self.parser.namespaces.get(_ns_key(prefix))
+            if kind == _LANGLINK and _ns_key(prefix) == self.parser.lang:
+                # The wiki's own language prefix is a local link: [[:en:Paris]] on enwiki.
+                name, colon = rest.strip(), True
+                prefix, sep, _ = name.partition(":")
+                kind = self.parser.namespaces.get(_ns_key(prefix)) if sep else None
         hidden = kind in (_FILE, _CATEGORY, _LANGLINK) and not colon
         start = self.length
         self.mute += hidden
         self.in_link += 1
         if i < n and kinds[i] == _LINK_SEP:
             i = self.seq(i + 1, (_LINK_CLOSE,))
-        else:
-            self.add(title)
+        else:  # MediaWiki shows an unpiped target %-decoded: [[Caf%C3%A9]] → "Café"
+            self.add(unquote(title) if "%" in title else title)
         self.in_link -= 1
         self.mute -= hidden
-        if hidden or self.mute or self.in_link or kind is not None or title.startswith("#"):
+        if hidden or self.mute or self.in_link or kind is not None or name.startswith("#"):
             return i + 1  # other namespace, sister project, same-page section: text only
-        target = self.parser.target(title)
+        target = self.parser.target(name)
         if target and self.length > start:
             self.trail = [start, self.length, target]
             self.links.append(self.trail)
@@ -439,7 +545,10 @@ class WikitextParser:
         self.target = lru_cache(maxsize=1 << 16)(partial(normalize_title, lang=lang))
 
     def parse(self, wikitext: str) -> list[Paragraph]:
-        toks = self._tokenizer.tokenize(precut(wikitext), 0, True)  # skip_style_tags: '' stay text
+        text = precut(wikitext)
+        if self.lang == "zh":
+            text = convert_variants(text)
+        toks = self._tokenizer.tokenize(text, 0, True)  # skip_style_tags: '' stay text
         render = _Render(self, toks)
         render.seq(0, ())
         return _paragraphs("".join(render.parts), render.links)
@@ -531,7 +640,7 @@ DISAMBIGUATION_TEMPLATES = {
     "it": "Disambigua|Disambiguazione",
     "ja": "曖昧さ回避|Aimai|人名の曖昧さ回避|地名の曖昧さ回避",
     "ko": "동음이의|동음이의어",
-    "nl": "Dp|Dpintro|Dpb",
+    "nl": "Dp|Dpintro|Dpb|Doorverwijspagina",
     "pl": "Ujednoznacznienie|Disambigation",
     "pt": "Desambiguação|Desambig",
     "ru": "Неоднозначность|Значения|Многозначность|Омонимы",
@@ -543,6 +652,15 @@ DISAMBIGUATION_TEMPLATES = {
     "vi": "Trang định hướng|Định hướng",
     "zh": "消歧义|消歧義|消歧義頁|消歧义页",
 }
+# The Disambiguator extension's magic word and its local aliases (Disambiguator.i18n.magic.php);
+# a page may carry one directly instead of through a template.
+DISAMBIGUATION_MAGIC_WORDS = (
+    "DISAMBIG|توضيح|BEGRIFFSKLÄRUNG|DISAMBIGUACIÓN|DISAMBIGUACION|HOMONYMIE|बहुवि|曖昧さ回避|"
+    "동음이의|ĐỊNH_HƯỚNG|ĐỊNHHƯỚNG|消歧义|消除歧义"
+)
+# English Wikipedia's many topic variants, also used elsewhere: "Hospital disambiguation",
+# "Species Latin name disambiguation"... ("Disambiguation needed" is a cleanup tag: no match).
+_TOPIC_DISAMBIGUATION = r"[^{}|\n]*[ _]disambiguation"
 # Words found in the names of disambiguation categories.
 DISAMBIGUATION_CATEGORY_WORDS = (
     "disambiguation|begriffsklärung|homonymie|desambiguación|desambiguação|disambigua|"
@@ -558,8 +676,8 @@ def _disambiguation_regexes(lang: str) -> tuple[re.Pattern, re.Pattern]:
              *DISAMBIGUATION_TEMPLATES.get(lang, "").split("|")}
     names = sorted(filter(None, names), key=len, reverse=True)  # longest first
     alternatives = "|".join(re.escape(n).replace(r"\ ", "[ _]+") for n in names)
-    template = re.compile(r"__DISAMBIG__|\{\{\s*(?:Template:)?"
-                          rf"(?:{alternatives})\s*[|}}]", re.IGNORECASE)
+    template = re.compile(rf"__(?:{DISAMBIGUATION_MAGIC_WORDS})__|\{{\{{\s*(?:Template:)?"
+                          rf"(?:{alternatives}|{_TOPIC_DISAMBIGUATION})\s*[|}}]", re.IGNORECASE)
     categories = [r"Category"] + CATEGORY_NS.get(lang, "").split()
     cat_names = "|".join(re.escape(c).replace("_", "[ _]") for c in categories)
     category = re.compile(

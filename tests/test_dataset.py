@@ -254,3 +254,24 @@ def test_write_metadata_saves_the_tokenizer(tmp_path, tokenizer, vocab):
         assert (tmp_path / "tokenizer" / "sentencepiece.bpe.model").is_file()
     saved = AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
     assert saved(CORPUS)["input_ids"] == tokenizer(CORPUS)["input_ids"]
+
+
+def test_worker_results_are_consumed_in_order_within_a_bounded_window():
+    # Memory stays flat: never more than `window` batches read ahead of the consumer.
+    from multiprocessing.pool import ThreadPool
+
+    from preprocessing.dataset import _ordered_window
+
+    pulled = []
+
+    def items():
+        for i in range(50):
+            pulled.append(i)
+            yield i
+
+    with ThreadPool(3) as pool:
+        out = []
+        for result in _ordered_window(pool, lambda x: x * x, items(), window=4):
+            assert len(pulled) - len(out) <= 4
+            out.append(result)
+    assert out == [i * i for i in range(50)]

@@ -126,3 +126,26 @@ def test_missing_dump(tmp_path):
             extract_dump(tmp_path / "missing.xml.bz2", "en", tmp_path / "out",
                          allow_truncated=allow_truncated, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("lang,text,target", [
+    ("en", "#REDIRECT [[Paris#History]]", "Paris"),
+    ("ko", "#넘겨주기 [[서울]]", "서울"),
+    ("sv", "#omdirigering [[Stockholm]]", "Stockholm"),
+    ("fi", "#OHJAUS [[Helsinki]]", "Helsinki"),
+    ("id", "#ALIH [[Jakarta]]", "Jakarta"),
+    ("tr", "#YÖNLENDİRME [[İstanbul]]", "İstanbul"),
+    ("vi", "#ĐỔI [[Hà Nội]]", "Hà Nội"),
+    ("el", "#ΑΝΑΚΑΤΕΥΘΥΝΣΗ [[Αθήνα]]", "Αθήνα"),
+    ("ja", "#リダイレクト [[東京]]", "東京"),
+])
+def test_redirect_without_redirect_element_uses_local_magic_word(lang, text, target):
+    import io
+
+    from preprocessing.dumps import Page
+    from preprocessing.extract import _write_redirect
+
+    out = {"redirects": io.StringIO()}
+    stats = {"redirects": 0, "skipped": {}}
+    assert _write_redirect(Page(1, "Source", 0, None, text), lang, out, stats)
+    assert out["redirects"].getvalue() == f"Source\t{target}\n"

@@ -158,3 +158,21 @@ def test_consumer_stopping_early_ends_the_reader(tmp_path, wikidata_sample):
     assert next(lines) == b"["
     lines.close()
     assert threading.active_count() == before
+
+
+def test_lexemes_properties_urls_badges_and_crlf(tmp_path):
+    # Real-dump entity kinds: lexeme senses hold "enwiki"-like keys but no sitelinks; a
+    # property has none; sitelinks may carry "url" and badges; lines may end in "\r\n".
+    lines = [
+        '{"type":"item","id":"Q1","claims":{"P31":[{"mainsnak":{"datavalue":{"value":{"id":"Q5"}}}}]},'
+        '"sitelinks":{"enwiki":{"site":"enwiki","title":"Foo","badges":["Q17437796"],'
+        '"url":"https://en.wikipedia.org/wiki/Foo"},"jawiki":{"site":"jawiki","title":"フー","badges":[]}}},',
+        '{"type":"property","id":"P31","labels":{"en":{"language":"en","value":"instance of"}},"claims":{}},',
+        '{"type":"lexeme","id":"L1","lemmas":{},"senses":[{"id":"L1-S1","glosses":{"enwiki":{"value":"x"}}}],"claims":{}},',
+        '{"type":"item","id":"Q2","claims":{},"sitelinks":{}},',
+    ]
+    path = tmp_path / "wd.json"
+    path.write_bytes(("[\r\n" + "\r\n".join(lines) + "\r\n]\r\n").encode("utf-8"))
+    stats = build_interwiki(path, ["en", "ja"], tmp_path, progress=False)
+    assert _tsv(tmp_path / "en.tsv") == ["Foo\tQ1"] and _tsv(tmp_path / "ja.tsv") == ["フー\tQ1"]
+    assert stats["items"] == 1 and stats["malformed"] == 0 and stats["complete"]

@@ -123,3 +123,45 @@ def test_truncated_dump_keeps_pages_read_and_stops_cleanly(tmp_path, fixture_dum
     assert (out / "pages" / "en" / "pages.jsonl").read_text().splitlines() == kept
     assert json.loads((out / "pages" / "en" / "stats.json").read_text())["truncated"] is True
     assert not (out / "pages" / "en.truncated").exists()
+
+
+def test_unusable_tokenizer_is_a_one_line_error(tmp_path, fixture_dumps):
+    specials = ("[PAD]", "[UNK]", "[MASK]")
+    (tmp_path / "entity_vocab.jsonl").write_text("".join(
+        json.dumps({"id": i, "entities": [[name, "en"]], "count": 0}) + "\n" for i, name in enumerate(specials)))
+    missing = tmp_path / "no-such-tokenizer"
+    result = preprocess(f"out_dir={tmp_path}", dumps_arg(fixture_dumps), "stages=[dataset]",
+                        f"tokenizer={missing}", "progress=false")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    assert str(missing) in lines[0] and "tokenizer" in lines[0]
+
+
+def test_dataset_rebuilt_when_its_settings_change(tmp_path, preprocessed, caplog):
+    import shutil
+
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.pipeline import run_pipeline
+
+    out = tmp_path / "out"
+    shutil.copytree(preprocessed, out)
+    meta = json.loads((out / "dataset" / "metadata.json").read_text())
+    languages = meta["languages"]
+    cfg = PreprocessConfig(out_dir=str(out), dumps={lang: "unused" for lang in languages},
+                           tokenizer=meta["tokenizer"], stages=["dataset"], num_workers=1, progress=False)
+    cfg.dataset.max_seq_length = meta["max_seq_length"]
+    before = (out / "dataset" / languages[0] / "stats.json").stat().st_mtime_ns
+    run_pipeline(cfg)  # same settings: reused
+    assert (out / "dataset" / languages[0] / "stats.json").stat().st_mtime_ns == before
+
+    cfg.dataset.max_seq_length = 32
+    run_pipeline(cfg)
+    assert "max_seq_length changed" in caplog.text
+    assert json.loads((out / "dataset" / "metadata.json").read_text())["max_seq_length"] == 32
+    sizes = []
+    for lang in languages:
+        ds = datasets.load_from_disk(str(out / "dataset" / lang))
+        assert all(len(ids) <= 32 for ids in ds["word_ids"])
+        sizes.append(len(ds))
+    assert sum(sizes) > 0

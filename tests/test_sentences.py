@@ -25,9 +25,10 @@ def sentences(text, lang, links=()):
     ("ar", "القاهرة هي عاصمة مصر. هل هي كبيرة؟ نعم",
      ["القاهرة هي عاصمة مصر.", "هل هي كبيرة؟", "نعم"]),
     # ICU has no Thai sentence rules: spaces inside a Thai paragraph are not boundaries.
-    ("th", "กรุงเทพมหานครเป็นเมืองหลวง ประเทศไทยอยู่ในเอเชีย",
+    ("th", "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทยและเป็นเมืองที่ใหญ่ที่สุด ประเทศไทยอยู่ในเอเชียตะวันออกเฉียงใต้และมีประชากรมากกว่าหกสิบล้านคน",
      # ICU has no Thai rules; a space is Thai's sentence delimiter.
-     ["กรุงเทพมหานครเป็นเมืองหลวง", "ประเทศไทยอยู่ในเอเชีย"]),
+     ["กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทยและเป็นเมืองที่ใหญ่ที่สุด",
+      "ประเทศไทยอยู่ในเอเชียตะวันออกเฉียงใต้และมีประชากรมากกว่าหกสิบล้านคน"]),
 ])
 def test_sentences_per_script(lang, text, expected):
     assert sentences(text, lang) == expected
@@ -65,16 +66,18 @@ def test_no_boundary_inside_a_link():
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_every_language_splits(lang):
     text = "One two three. Four five six."
-    if lang == "th":  # split at every space
-        assert sentence_spans(text, lang) == [(0, 3), (4, 7), (8, 14), (15, 19), (20, 24), (25, 29)]
-    else:
-        assert sentence_spans(text, lang) == [(0, 14), (15, 29)]
+    assert sentence_spans(text, lang) == [(0, 14), (15, 29)]
 
 
-def test_thai_space_boundaries_respect_links():
-    text = "กรุงเทพ เป็นเมืองหลวง ของไทย"
-    assert sentence_spans(text, "th") == [(0, 7), (8, 21), (22, 28)]
-    assert sentence_spans(text, "th", [(0, 21)]) == [(0, 21), (22, 28)]
+def test_thai_space_boundaries_respect_links_and_keep_short_clauses_together():
+    clause = "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย" * 2  # 76 characters
+    text = " ".join([clause, clause, clause])
+    assert sentence_spans(text, "th") == [(0, 76), (77, 153), (154, 230)]
+    assert sentence_spans(text, "th", [(0, 100)]) == [(0, 153), (154, 230)]
+    # Short pieces (a word, a list item) join their neighbours instead of becoming sentences
+    # too short to keep.
+    text = " ".join([clause, "และ", clause, "ใหญ่"])
+    assert sentence_spans(text, "th") == [(0, 76), (77, len(text))]
 
 
 def _split_in_worker(args):

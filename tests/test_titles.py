@@ -10,6 +10,8 @@ from preprocessing.titles import Redirects, normalize_title
         ("london_(city)#History", "en", "London (city)"),
         ("  foo__bar \u00a0baz ", "en", "Foo bar baz"),
         ("AT&amp;T", "en", "AT&T"),
+        # Only references with ";" are decoded, as in MediaWiki (not "&reg" of "&reggae").
+        ("Rock&reggae &copyright Caf&eacute;", "en", "Rock&reggae &copyright Café"),
         ("New%20York", "en", "New York"),
         ("#History", "en", ""),
         (":Berlin", "de", "Berlin"),

@@ -199,6 +199,68 @@ def test_first_paragraph_per_language(lang, title, first):
     ("tr", "{{anlam ayrımı}}", True),
     ("de", "[[Kategorie:Begriffsklärung]]", True),
     ("de", "'''Berlin''' ist die [[Hauptstadt]].", False),
+    # Topic variants of the English template, and the magic word's local aliases.
+    ("en", "{{Hospital disambiguation}}", True),
+    ("en", "{{Species Latin name disambiguation|x}}", True),
+    ("en", "{{Short description|Topic disambiguation}} {{About|x||Foo disambiguation}}", False),
+    ("ja", "text __曖昧さ回避__", True),
+    ("de", "__BEGRIFFSKLÄRUNG__", True),
+    ("vi", "__ĐỊNH_HƯỚNG__", True),
+    ("nl", "{{Doorverwijspagina}}", True),
 ])
 def test_is_disambiguation(lang, wikitext, expected):
     assert is_disambiguation(wikitext, lang) is expected
+
+
+def test_trails_keep_combining_marks_with_their_letters():
+    # Vowel signs (Mc/Mn) are not \w in Python: the trail must not stop before them.
+    assert parse("[[भारत]]वासी और [[भारत]]ीय", "hi") == [
+        ("भारतवासी और भारतीय", [("भारतवासी", "भारत"), ("भारतीय", "भारत")])]
+    assert parse("[[মানুষ]]ের কথা", "bn") == [("মানুষের কথা", [("মানুষের", "মানুষ")])]
+    assert parse("[[తెలుగు]]లో ఉంది", "te") == [("తెలుగులో ఉంది", [("తెలుగులో", "తెలుగు")])]
+
+
+def test_local_magic_words_dropped_but_not_dunder_names():
+    assert parse("__KEIN_INHALTSVERZEICHNIS__ Text [[A]].", "de") == [("Text A.", [("A", "A")])]
+    assert parse("__目次非表示__東京は[[日本]]。", "ja") == [("東京は日本。", [("日本", "日本")])]
+    assert parse("__БЕЗ_ОГЛАВЛЕНИЯ__ Текст.", "ru") == [("Текст.", [])]
+    assert parse("Call __init__ here. __NOTOC__") == [("Call __init__ here.", [])]
+
+
+def test_chinese_variant_markup_shows_one_variant():
+    text = ("-{H|zh-hans:计算机; zh-hant:電腦;}-'''计算机'''是-{zh-hans:计算机; zh-hant:電腦;}-的一种。"
+            "[[苹果]]-{公司}-发布了-{R|[[iPhone]]}-。-{zh-tw:[[電腦]];zh-cn:[[计算机]]}-")
+    assert parse(text, "zh") == [("计算机是计算机的一种。苹果公司发布了iPhone。计算机",
+                                  [("苹果", "苹果"), ("iPhone", "IPhone"), ("计算机", "计算机")])]
+    assert parse("a -{b}- c", "en") == [("a -{b}- c", [])]  # only zhwiki converts
+
+
+def test_unpiped_percent_escaped_link_shows_decoded_text():
+    assert parse("[[Caf%C3%A9]] and [[100%]] x") == [("Café and 100% x", [("Café", "Café"), ("100%", "100%")])]
+
+
+def test_unclosed_tags_are_dropped_in_linear_time():
+    # Each unclosed tag used to be re-scanned to the end of the page (minutes on big lists).
+    assert parse("A <small>small [[B]]</small>s and <p>para [[C]] <span>z") == [
+        ("A small Bs and", [("B", "B")]), ("para C z", [("C", "C")])]
+    assert parse("A<ref>x</ref> B <ref>open C<ref name=a/> D") == [("A B open C D", [])]
+    lines = 5000
+    for tag, texts in (("<small>", ["Alpha text"]), ("<ref>", ["Alpha text"]), ("<p>", ["Alpha", "text"])):
+        paragraphs = parse_wikitext("Intro.\n" + f"* [[Alpha]] {tag}text\n" * lines, "en")
+        assert [p.text for p in paragraphs] == ["Intro."] + texts * lines
+
+
+def test_own_language_prefix_is_a_local_link():
+    assert parse("[[:en:Paris|the city]] and [[en:London]] but [[:fr:Lyon]][[fr:Paris]].") == [
+        ("the city and en:London but fr:Lyon.", [("the city", "Paris"), ("en:London", "London")])]
+    assert parse("[[:ja:東京]]と[[:en:Tokyo]]", "ja") == [("ja:東京とen:Tokyo", [("ja:東京", "東京")])]
+
+
+def test_newer_wikis_and_interwiki_aliases_are_interlanguage_links():
+    assert parse("Text [[lzh:北京]][[nan:Pak-kiaⁿ]][[tly:Paris]].") == [("Text .", [])]
+
+
+def test_unclosed_table_markup_does_not_become_text():
+    text = "Intro [[A]].\n{| class=wikitable\n|-\n! H1 !! H2\n|-\n| [[a]] || b\n\nAfter [[B]]."
+    assert parse(text) == [("Intro A.", [("A", "A")]), ("After B.", [("B", "B")])]
+    assert parse("{|\n|x\n" * 20000 + "\nEnd.") == [("End.", [])]  # and in linear time
