@@ -149,12 +149,6 @@ def run_entity_vocab(cfg: PreprocessConfig, out: Path, languages: list[str]) -> 
 
 def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
     from .dataset import build_dataset, load_tokenizer, write_metadata
-
-    def _build_dataset(*args, **kwargs):
-        try:
-            return build_dataset(*args, **kwargs)
-        except FileNotFoundError as e:
-            raise PreprocessError(str(e)) from None
     from .entity_vocab import EntityVocab
 
     vocab_path = out / "entity_vocab.jsonl"
@@ -189,17 +183,20 @@ def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
         final = root / lang
         if _done(final, cfg):
             continue
-        with atomic_dir(final) as tmp:
-            stats = _build_dataset(
-                out / "pages" / lang, lang, entity_vocab, tokenizer, tmp,
-                max_seq_length=cfg.dataset.max_seq_length,
-                max_entity_length=cfg.dataset.max_entity_length,
-                max_mention_length=cfg.dataset.max_mention_length,
-                min_sentence_length=cfg.dataset.min_sentence_length,
-                keep_unknown_entities=cfg.dataset.keep_unknown_entities,
-                num_workers=_num_workers(cfg), progress=cfg.progress,
-            )
-            (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+        try:
+            with atomic_dir(final) as tmp:
+                stats = build_dataset(
+                    out / "pages" / lang, lang, entity_vocab, tokenizer, tmp,
+                    max_seq_length=cfg.dataset.max_seq_length,
+                    max_entity_length=cfg.dataset.max_entity_length,
+                    max_mention_length=cfg.dataset.max_mention_length,
+                    min_sentence_length=cfg.dataset.min_sentence_length,
+                    keep_unknown_entities=cfg.dataset.keep_unknown_entities,
+                    num_workers=_num_workers(cfg), progress=cfg.progress,
+                )
+                (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+        except FileNotFoundError as e:  # the extract stage's output is missing
+            raise PreprocessError(str(e)) from None
 
 
 STAGE_FUNCTIONS = {
