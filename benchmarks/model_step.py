@@ -69,7 +69,7 @@ def build(a):
     import torch
     from transformers import LukeConfig
 
-    from pretrain.masking import MaskingCollator
+    from pretrain.masking import MaskingCollator, hf_inputs
     from pretrain.model import MLukeForPretraining
 
     config = LukeConfig(
@@ -108,12 +108,7 @@ def run_one(a) -> dict:
         model = LukeForMaskedLM(config)
         model.load_state_dict(state, strict=True)
         del state
-        labels = torch.full_like(batch["input_ids"], -100)
-        labels.view(-1)[batch["mlm_positions"]] = batch["mlm_labels"]
-        entity_labels = torch.full_like(batch["entity_ids"], -100)
-        entity_labels.view(-1)[batch["mep_positions"]] = batch["mep_labels"]
-        keys = ["input_ids", "attention_mask", "entity_ids", "entity_attention_mask", "entity_position_ids"]
-        inputs = {**{k: batch[k] for k in keys}, "labels": labels, "entity_labels": entity_labels}
+        inputs = hf_inputs(batch)
         step_fn = lambda m, b: m(**b).loss  # noqa: E731
     else:
         model.gradient_checkpointing = a.checkpointing
@@ -185,7 +180,7 @@ def check(a) -> None:
     import torch
     from transformers import LukeConfig, LukeForMaskedLM
 
-    from pretrain.masking import MaskingCollator
+    from pretrain.masking import MaskingCollator, hf_inputs
     from pretrain.model import MLukeForPretraining
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -201,12 +196,7 @@ def check(a) -> None:
                      "entity_spans": [[s, s + 1 + j % 3] for j, s in enumerate(starts)]})
     batch = MaskingCollator(1000, 999, [0, 1, 2, 3], max_mention_length=4)(rows, generator=0)
     batch = {k: v.to(device) for k, v in batch.items()}
-    labels = torch.full_like(batch["input_ids"], -100)
-    labels.view(-1)[batch["mlm_positions"]] = batch["mlm_labels"]
-    entity_labels = torch.full_like(batch["entity_ids"], -100)
-    entity_labels.view(-1)[batch["mep_positions"]] = batch["mep_labels"]
-    keys = ["input_ids", "attention_mask", "entity_ids", "entity_attention_mask", "entity_position_ids"]
-    hf_batch = {**{k: batch[k] for k in keys}, "labels": labels, "entity_labels": entity_labels}
+    hf_batch = hf_inputs(batch)
     for entity_aware in (False, True):
         config = LukeConfig(vocab_size=1000, entity_vocab_size=500, hidden_size=128, entity_emb_size=32,
                             num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,

@@ -67,16 +67,9 @@ STAGES = {"extract": stage_extract, "pipeline": stage_pipeline,
 
 def build_tokenizer(dump: Path, out: Path, vocab_size: int) -> Path:
     """A stand-in XLM-R tokenizer trained on the dump's text, for when the real one is absent."""
-    from preprocessing.dumps import iter_pages
-    from pretrain.standin import build_standin_tokenizer
+    from pretrain.standin import build_standin_tokenizer, dump_texts
 
-    def texts():
-        for i, page in enumerate(iter_pages(dump)):
-            if i >= 300:
-                return
-            yield from (line for line in page.text.splitlines() if line.strip())
-
-    return build_standin_tokenizer(out, texts(), vocab_size=vocab_size)
+    return build_standin_tokenizer(out, dump_texts([dump], max_pages=300), vocab_size=vocab_size)
 
 
 def watch(proc: subprocess.Popen, interval: float = 0.05) -> tuple[float, dict[int, float]]:

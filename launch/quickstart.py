@@ -1,7 +1,7 @@
 """From a fresh clone to a trained, exported, evaluated mLUKE on the bundled sample.
 
     python launch/quickstart.py [out=quickstart_out] [xlmr=standin|xlm-roberta-base|DIR]
-                                [steps=150] [processes=2] [overwrite=false]
+                                [steps=300] [processes=2] [overwrite=false]
 
 Steps (each timed; a rerun reuses the steps whose output exists):
   1. stand-in  — a tiny XLM-R + sentencepiece tokenizer trained on the sample (replaces
@@ -28,19 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SAMPLE = REPO / "sample"
-DEFAULTS = {"out": "quickstart_out", "xlmr": "standin", "steps": "300", "processes": "2",
-            "overwrite": "false"}
-
-
-def parse_args(argv: list[str]) -> dict[str, str]:
-    args = dict(DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in DEFAULTS:
-            sys.exit(f"error: unknown argument {arg!r}; expected key=value with key in "
-                     f"{', '.join(DEFAULTS)}")
-        args[key] = value
-    return args
+DEFAULTS = {"out": "quickstart_out", "xlmr": "standin", "steps": 300, "processes": 2,
+            "overwrite": False}
 
 
 def free_port() -> int:
@@ -76,9 +65,11 @@ def run(cmd: list[str], **env: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    args = parse_args(argv)
+    from pretrain.export import parse_key_values
+
+    args = parse_key_values(argv, required=(), optional=DEFAULTS)
     out = Path(args["out"]).resolve()
-    if args["overwrite"].lower() == "true":
+    if args["overwrite"]:
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
@@ -94,17 +85,12 @@ def main(argv: list[str]) -> None:
         os.environ["WANDB_MODE"] = "offline"
 
     def build_standin() -> None:
-        from pretrain.standin import build_standin_tokenizer, build_tiny_xlmr
-        from preprocessing.dumps import iter_pages
-
-        def texts():
-            for dump in sorted((SAMPLE / "dumps").glob("*.xml")):
-                for page in iter_pages(dump):
-                    yield from (line for line in page.text.splitlines() if line.strip())
+        from pretrain.standin import build_standin_tokenizer, build_tiny_xlmr, dump_texts
 
         tmp = out / ".tmp-standin"
         shutil.rmtree(tmp, ignore_errors=True)
-        tokenizer = build_standin_tokenizer(tmp / "tokenizer", texts(), vocab_size=1000)
+        texts = dump_texts(sorted((SAMPLE / "dumps").glob("*.xml")))
+        tokenizer = build_standin_tokenizer(tmp / "tokenizer", texts, vocab_size=1000)
         # Small enough for a laptop CPU, big enough to pick up the sample's facts.
         build_tiny_xlmr(tmp / "model", tokenizer, hidden_size=128, num_layers=2, num_heads=4,
                         intermediate_size=512)
@@ -128,7 +114,7 @@ def main(argv: list[str]) -> None:
         "entity_vocab.min_num_languages=2", "dataset.max_seq_length=128"]))
 
     def pretrain(stage: str, init_from: Path | str, run_dir: Path) -> None:
-        run(["deepspeed", "--num_gpus", args["processes"], "--master_port", str(free_port()),
+        run(["deepspeed", "--num_gpus", str(args["processes"]), "--master_port", str(free_port()),
              "launch/pretrain.py", "experiment=quickstart", f"stage={stage}",
              f"data.dir={data}", f"model.init_from={init_from}", f"run_dir={run_dir}",
              f"trainer.max_steps={args['steps']}", "resume=auto"],

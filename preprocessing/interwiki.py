@@ -12,9 +12,7 @@ Output in `out_dir`: `<lang>.tsv` (normalized title <TAB> QID, dump order) and `
 
 from __future__ import annotations
 
-import bz2
 import contextlib
-import gzip
 import json
 import logging
 import queue
@@ -28,6 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .dumps import open_dump
 from .titles import normalize_title
 
 log = logging.getLogger(__name__)
@@ -64,14 +63,8 @@ def _open_binary(path: Path):
             error = proc.stderr.read().decode(errors="replace").strip()
             if proc.wait() != 0:
                 raise OSError(error.splitlines()[0] if error else f"{tool} exited with {proc.returncode}")
-    elif magic[:2] == b"\x1f\x8b":
-        with gzip.open(path, "rb") as f:
-            yield f
-    elif magic == b"BZh":
-        with bz2.open(path, "rb") as f:
-            yield f
     else:
-        with open(path, "rb") as f:
+        with open_dump(path) as f:  # the same magic-number detection as the Wikipedia dumps
             yield f
 
 

@@ -221,8 +221,14 @@ def parse_key_values(argv: list[str], required: tuple[str, ...], optional: dict[
             if value.lower() not in ("true", "false"):
                 raise SystemExit(f"error: {key} must be true or false, got {value!r}")
             args[key] = value.lower() == "true"
+        elif default is not None:
+            try:
+                args[key] = type(default)(value)
+            except ValueError:
+                kind = "an integer" if isinstance(default, int) else "a number"
+                raise SystemExit(f"error: {key} must be {kind}, got {value!r}") from None
         else:
-            args[key] = type(default)(value) if default is not None else value
+            args[key] = value
     missing = [k for k in required if k not in args]
     if missing:
         raise SystemExit(f"error: missing required argument(s): {', '.join(k + '=...' for k in missing)}")

@@ -179,3 +179,14 @@ def _choose(candidates: torch.Tensor, prob: float, gen: torch.Generator) -> torc
     scores = torch.rand(candidates.shape, generator=gen).masked_fill(~candidates, 2.0)
     rank = scores.argsort(dim=1).argsort(dim=1)
     return (rank < k) & candidates
+
+
+def hf_inputs(batch: dict) -> dict:
+    """A collated batch as `transformers.LukeForMaskedLM` takes it: dense `labels` / `entity_labels`
+    (-100 where not masked) instead of the flat masked positions (for equality checks and benchmarks)."""
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels.view(-1)[batch["mlm_positions"]] = batch["mlm_labels"]
+    entity_labels = torch.full_like(batch["entity_ids"], -100)
+    entity_labels.view(-1)[batch["mep_positions"]] = batch["mep_labels"]
+    keys = ("input_ids", "attention_mask", "entity_ids", "entity_attention_mask", "entity_position_ids")
+    return {**{k: batch[k] for k in keys}, "labels": labels, "entity_labels": entity_labels}

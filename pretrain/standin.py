@@ -29,6 +29,17 @@ def _lines(texts: Iterable[str]):
                 yield line
 
 
+def dump_texts(dumps: Iterable[str | Path], max_pages: int | None = None):
+    """The raw wikitext of the pages of Wikipedia dumps (the first `max_pages` of each): text in
+    every script of the dumps, to train a stand-in tokenizer on."""
+    from itertools import islice
+
+    from preprocessing.dumps import iter_pages
+
+    for dump in dumps:
+        yield from (page.text for page in islice(iter_pages(dump), max_pages))
+
+
 def build_standin_tokenizer(out_dir: str | Path, texts: Iterable[str], vocab_size: int = 1000) -> Path:
     """Train a sentencepiece unigram model on `texts` and save an XLM-R tokenizer into `out_dir`.
 

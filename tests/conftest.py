@@ -5,7 +5,6 @@ pytest-xdist, where workers share them through a file lock)."""
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -51,20 +50,13 @@ def wikidata_sample() -> Path:
     return FIXTURES / "wikidata-sample.json"
 
 
-def sample_texts(dumps: dict[str, Path]):
-    """Raw wikitext of the sample dumps, enough to train a tokenizer covering every script."""
-    for path in dumps.values():
-        for match in re.finditer(r"<text[^>]*>(.*?)</text>", path.read_text(encoding="utf-8"), re.S):
-            yield from (line for line in match.group(1).splitlines() if line.strip())
-
-
 @pytest.fixture(scope="session")
 def tiny_tokenizer(shared_dir, fixture_dumps) -> Path:
-    from pretrain.standin import build_standin_tokenizer
+    from pretrain.standin import build_standin_tokenizer, dump_texts
 
     return _build_once(
         shared_dir / "tokenizer",
-        lambda p: build_standin_tokenizer(p, sample_texts(fixture_dumps), vocab_size=1000),
+        lambda p: build_standin_tokenizer(p, dump_texts(fixture_dumps.values()), vocab_size=1000),
     )
 
 

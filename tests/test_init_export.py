@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, LukeForMaskedLM, LukeModel, MLukeTokeniz
 from preprocessing.entity_vocab import hf_entity_vocab
 from pretrain.export import export_model, load_pretrained
 from pretrain.init import entity_vocab_size, init_model_dir
-from pretrain.masking import MaskingCollator
+from pretrain.masking import MaskingCollator, hf_inputs
 from pretrain.standin import build_standin_tokenizer, build_tiny_xlmr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,14 +136,10 @@ def test_export_loads_in_transformers_and_matches(assets, tmp_path):
     rows = [{"word_ids": xlmr_tok(t)["input_ids"], "entity_ids": [3, 5], "entity_spans": [[1, 3], [6, 8]]}
             for t in TEXTS[:3]]
     batch = MaskingCollator.from_tokenizer(xlmr_tok, max_mention_length=6)(rows, generator=0)
-    labels = torch.full_like(batch["input_ids"], -100)
-    labels.view(-1)[batch["mlm_positions"]] = batch["mlm_labels"]
-    entity_labels = torch.full_like(batch["entity_ids"], -100)
-    entity_labels.view(-1)[batch["mep_positions"]] = batch["mep_labels"]
     with torch.no_grad():
         ours_out = model(batch)
-        keys = ["input_ids", "attention_mask", "entity_ids", "entity_attention_mask", "entity_position_ids"]
-        ref = hf(**{k: batch[k] for k in keys}, entity_labels=entity_labels)
+        inputs = hf_inputs(batch)
+        ref = hf(**{k: v for k, v in inputs.items() if k != "labels"})
     torch.testing.assert_close(ref.mep_loss, ours_out.loss_mep, atol=1e-5, rtol=0)
     hf_word = ref.logits.view(-1, config["vocab_size"])[batch["mlm_positions"], : model.config.vocab_size]
     torch.testing.assert_close(torch.nn.functional.cross_entropy(hf_word, batch["mlm_labels"]), ours_out.loss_mlm,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import LukeConfig, LukeForMaskedLM
 
-from pretrain.masking import MaskingCollator
+from pretrain.masking import MaskingCollator, hf_inputs
 from pretrain.model import MLukeForPretraining
 
 VOCAB, ENTITIES, MASK_ID = 120, 60, 119
@@ -36,15 +36,6 @@ def make_rows(seed: int, n: int = 4, max_len: int = 40) -> list[dict]:
 
 def collate(rows, seed=0):
     return MaskingCollator(VOCAB, MASK_ID, [0, 1, 2, 3], max_mention_length=3)(rows, generator=seed)
-
-
-def hf_inputs(batch):
-    labels = torch.full_like(batch["input_ids"], -100)
-    labels.view(-1)[batch["mlm_positions"]] = batch["mlm_labels"]
-    entity_labels = torch.full_like(batch["entity_ids"], -100)
-    entity_labels.view(-1)[batch["mep_positions"]] = batch["mep_labels"]
-    keys = ["input_ids", "attention_mask", "entity_ids", "entity_attention_mask", "entity_position_ids"]
-    return {**{k: batch[k] for k in keys}, "labels": labels, "entity_labels": entity_labels}
 
 
 def pair(config, seed=0):
