@@ -7,6 +7,8 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
+from .contract import DatasetLimits
+
 # The 24 Wikipedias of mLUKE (Ri et al., 2022).
 LANGUAGES = (
     "ar bn de el en es fi fr hi id it ja ko nl pl pt ru sv sw te th tr vi zh".split()
@@ -19,16 +21,6 @@ class EntityVocabConfig:
     size: int = 1_200_000
     # mLUKE keeps entities that appear in at least 3 languages.
     min_num_languages: int = 3
-
-
-@dataclass
-class DatasetConfig:
-    max_seq_length: int = 512
-    max_entity_length: int = 128
-    max_mention_length: int = 30
-    min_sentence_length: int = 5
-    # Keep links whose entity is outside the vocabulary as [UNK] instead of dropping them.
-    keep_unknown_entities: bool = False
 
 
 @dataclass
@@ -46,7 +38,7 @@ class PreprocessConfig:
     allow_truncated: bool = False
     progress: bool = True
     entity_vocab: EntityVocabConfig = field(default_factory=EntityVocabConfig)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    dataset: DatasetLimits = field(default_factory=DatasetLimits)
 
 
 def register() -> None:

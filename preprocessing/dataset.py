@@ -27,6 +27,7 @@ and the rest of the sentence keeps its natural tokenization.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import collections
 import hashlib
 import json
@@ -38,7 +39,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from .fsutil import atomic_dir, atomic_file
+from .contract import DATASET_STAT_KEYS, DataDir, DatasetLimits, DatasetMetadata, features, sha256_file
+from .fsutil import atomic_dir
 from .sentences import sentence_spans_many
 from .titles import Redirects
 
@@ -47,19 +49,6 @@ log = logging.getLogger(__name__)
 PAGES_PER_TASK = 32  # pages tokenized in one batched call (and sent to a worker at once)
 MAX_LOGGED_ERRORS = 5
 SPACE = "▁"  # sentencepiece's word-start marker
-
-
-def features():
-    import datasets
-
-    ints = datasets.List(datasets.Value("int32"))
-    return datasets.Features({
-        "word_ids": ints,
-        "entity_ids": ints,
-        "entity_spans": datasets.List(ints),
-        "page_id": datasets.Value("int64"),
-        "language": datasets.Value("string"),
-    })
 
 
 def load_tokenizer(tokenizer):
@@ -345,8 +334,7 @@ def _batches(path: Path) -> Iterator[list[tuple[int, str]]]:
 
 
 def _stats_dict(counter: Counter) -> dict:
-    keys = ("pages", "paragraphs", "sentences", "links", "links_in_vocab", "examples", "tokens", "entities")
-    stats = {k: counter.get(k, 0) for k in keys}
+    stats = {k: counter.get(k, 0) for k in DATASET_STAT_KEYS}
     stats["skipped"] = {k.split(".", 1)[1]: v for k, v in sorted(counter.items()) if k.startswith("skipped.")}
     return stats
 
@@ -429,42 +417,34 @@ def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_len
     return stats
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def save_tokenizer(tokenizer, out_dir: Path) -> str:
+    """save_pretrained, plus the sentencepiece model when there is one (MLukeTokenizer and slow
+    XLM-R tokenizers read it; save_pretrained writes none). Returns the sha256 of tokenizer.json,
+    which identifies the tokenizer by content."""
+    tokenizer.save_pretrained(out_dir)
+    spm_file = getattr(tokenizer, "vocab_file", None)
+    if spm_file and Path(spm_file).is_file():
+        shutil.copy(spm_file, Path(out_dir) / Path(spm_file).name)
+    return sha256_file(Path(out_dir) / "tokenizer.json")
 
 
-def write_metadata(out_root, tokenizer, tokenizer_name, entity_vocab, cfg, languages) -> dict:
+def write_metadata(out_root, tokenizer, tokenizer_name, entity_vocab, limits: DatasetLimits,
+                   languages, on_change=None) -> DatasetMetadata:
     """Save the tokenizer to OUT/tokenizer and write OUT/dataset/metadata.json.
 
-    `cfg` is the PreprocessConfig (its `dataset` limits are recorded).
+    `on_change(new)` (the pipeline's check for stale datasets) is called when metadata.json exists,
+    before the new tokenizer replaces the old one.
     """
-    out_root = Path(out_root)
+    data = DataDir(out_root)
     tokenizer = load_tokenizer(tokenizer)
-    with atomic_dir(out_root / "tokenizer") as tmp:
-        tokenizer.save_pretrained(tmp)
-        # save_pretrained writes no sentencepiece model; keep it when there is one (MLukeTokenizer
-        # and slow XLM-R tokenizers read it).
-        spm_file = getattr(tokenizer, "vocab_file", None)
-        if spm_file and Path(spm_file).is_file():
-            shutil.copy(spm_file, tmp / Path(spm_file).name)
-    limits = cfg.dataset
-    metadata = {
-        "tokenizer": str(tokenizer_name),
-        "tokenizer_vocab_size": len(tokenizer),
-        "tokenizer_sha256": _sha256(out_root / "tokenizer" / "tokenizer.json"),
-        "entity_vocab_size": len(entity_vocab),
-        "entity_vocab_sha256": entity_vocab.sha256,
-        "max_seq_length": limits.max_seq_length,
-        "max_entity_length": limits.max_entity_length,
-        "max_mention_length": limits.max_mention_length,
-        "min_sentence_length": limits.min_sentence_length,
-        "keep_unknown_entities": limits.keep_unknown_entities,
-        "languages": list(languages),
-    }
-    with atomic_file(out_root / "dataset" / "metadata.json") as tmp:
-        tmp.write_text(json.dumps(metadata, indent=2, ensure_ascii=False))
+    with atomic_dir(data.tokenizer) as tmp:
+        metadata = DatasetMetadata(
+            tokenizer=str(tokenizer_name), tokenizer_vocab_size=len(tokenizer),
+            tokenizer_sha256=save_tokenizer(tokenizer, tmp), entity_vocab_size=len(entity_vocab),
+            entity_vocab_sha256=entity_vocab.sha256, languages=list(languages),
+            limits=DatasetLimits(**dataclasses.asdict(limits)),
+        )
+        if on_change is not None and data.metadata.is_file():
+            on_change(metadata)
+    metadata.write(out_root)
     return metadata

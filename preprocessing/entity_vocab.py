@@ -28,12 +28,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import contract
+from .contract import MASK2, SPECIAL_ENTITIES
 from .titles import Redirects
 
 log = logging.getLogger(__name__)
 
-PAD, UNK, MASK, MASK2 = "[PAD]", "[UNK]", "[MASK]", "[MASK2]"
-SPECIAL_ENTITIES = (PAD, UNK, MASK)
 _MAX_LOGGED = 5
 # pages.jsonl lines start with {"id": .., "title": ".."}: pass 1 needs only the title.
 _TITLE = re.compile(r'^\{"id":\s*-?\d+,\s*"title":\s*("(?:[^"\\]|\\.)*")')
@@ -185,7 +185,7 @@ def hf_entity_vocab(jsonl_path) -> dict[str, int]:
 class EntityVocab:
     """The entity vocabulary of entity_vocab.jsonl: (lang, title) → id."""
 
-    PAD_ID, UNK_ID, MASK_ID = 0, 1, 2
+    PAD_ID, UNK_ID, MASK_ID = contract.PAD_ID, contract.UNK_ID, contract.MASK_ID
 
     def __init__(self, ids: dict[str, dict[str, int]], size: int, sha256: str):
         self._ids = ids  # lang -> title -> id: no tuple per key for millions of titles

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .contract import EXTRACT_STAT_KEYS
 from .dumps import DumpError, DumpReader, Page, open_dump
 from .titles import normalize_title
 from .wikitext import WikitextParser, is_disambiguation
@@ -139,8 +140,8 @@ def extract_dump(
     dump_path, out_dir = Path(dump_path), Path(out_dir)
     open_dump(dump_path).close()  # a missing file fails here, never as a "truncated" dump
     out_dir.mkdir(parents=True, exist_ok=True)
-    stats = {"pages": 0, "redirects": 0, "disambiguation": 0, "skipped": {}, "paragraphs": 0,
-             "links": 0, "other_namespaces": 0, "truncated": False}
+    stats = {**dict.fromkeys(EXTRACT_STAT_KEYS, 0), "skipped": {}, "other_namespaces": 0,
+             "truncated": False}
     reader = DumpReader(dump_path)
     size = dump_path.stat().st_size
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"extract {lang}", disable=not progress,

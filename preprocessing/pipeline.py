@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from .config import LANGUAGES, STAGES, PreprocessConfig
+from .contract import STAT_KEYS, DataDir, DatasetMetadata, MetadataError
 from .fsutil import atomic_dir, atomic_file
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def validate(cfg: PreprocessConfig) -> list[str]:
     out = Path(cfg.out_dir)
     if "extract" in cfg.stages:
         for lang in languages:
-            if cfg.overwrite or not (out / "pages" / lang).exists():
+            if cfg.overwrite or not DataDir(out).pages(lang).exists():
                 path = Path(str(cfg.dumps[lang]))
                 if not path.is_file():
                     raise PreprocessError(f"dump for '{lang}' not found: {path}")
@@ -78,12 +79,13 @@ def run_extract(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
     from .dumps import DumpError
     from .extract import extract_dump
 
+    data = DataDir(out)
     for lang in languages:
-        final = out / "pages" / lang
+        final = data.pages(lang)
         if _done(final, cfg):
             continue
         dump = Path(str(cfg.dumps[lang]))
-        partial = out / "pages" / f"{lang}.truncated"
+        partial = data.truncated_pages(lang)
         try:
             with atomic_dir(final) as tmp:
                 try:
@@ -108,7 +110,7 @@ def run_interwiki(cfg: PreprocessConfig, out: Path, languages: list[str]) -> Non
     if not cfg.wikidata:
         log.info("no wikidata dump given: entities stay per language")
         return
-    final = out / "interwiki"
+    final = DataDir(out).interwiki
     if _done(final, cfg):
         return
     from .interwiki import WikidataError
@@ -124,26 +126,27 @@ def run_entity_vocab(cfg: PreprocessConfig, out: Path, languages: list[str]) -> 
     from .entity_vocab import build_entity_vocab
     from .interwiki import WikidataError
 
-    jsonl, flat = out / "entity_vocab.jsonl", out / "entity_vocab.json"
+    data = DataDir(out)
+    jsonl, flat = data.entity_vocab, data.hf_entity_vocab
     if jsonl.exists() and flat.exists() and not cfg.overwrite:
         log.info("%s exists, skipping (overwrite=true redoes it)", jsonl)
         return
-    missing = [lang for lang in languages if not (out / "pages" / lang).is_dir()]
+    missing = [lang for lang in languages if not data.pages(lang).is_dir()]
     if missing:
         raise PreprocessError(f"entity_vocab needs the extract stage's output for: {missing}")
-    interwiki = out / "interwiki" if (out / "interwiki").is_dir() else None
+    interwiki = data.interwiki if data.interwiki.is_dir() else None
     # The .json is renamed first: the .jsonl, renamed last, marks a complete vocabulary.
     jsonl.unlink(missing_ok=True)
     try:
         with atomic_file(jsonl) as tmp_jsonl, atomic_file(flat) as tmp_flat:
             stats = build_entity_vocab(
-                out / "pages", languages, tmp_jsonl, tmp_flat, interwiki_dir=interwiki,
+                data.pages_root, languages, tmp_jsonl, tmp_flat, interwiki_dir=interwiki,
                 size=cfg.entity_vocab.size, min_num_languages=cfg.entity_vocab.min_num_languages,
                 progress=cfg.progress, num_workers=_num_workers(cfg),
             )
     except (WikidataError, FileNotFoundError) as e:
         raise PreprocessError(str(e)) from None
-    with atomic_file(out / "entity_vocab.stats.json") as tmp:
+    with atomic_file(data.entity_vocab_stats) as tmp:
         tmp.write_text(json.dumps(stats, indent=1, ensure_ascii=False))
 
 
@@ -151,7 +154,8 @@ def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
     from .dataset import build_dataset, load_tokenizer, write_metadata
     from .entity_vocab import EntityVocab
 
-    vocab_path = out / "entity_vocab.jsonl"
+    data = DataDir(out)
+    vocab_path = data.entity_vocab
     if not vocab_path.exists():
         raise PreprocessError(f"the dataset stage needs {vocab_path}: run the entity_vocab stage")
     entity_vocab = EntityVocab.load(vocab_path)
@@ -163,30 +167,32 @@ def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
             f"tokenizer={cfg.tokenizer} cannot be used: {first} "
             "(give an XLM-R hub name such as xlm-roberta-base, or a local tokenizer directory)"
         ) from None
-    root = out / "dataset"
-    meta_path = root / "metadata.json"
-    if meta_path.exists() and not cfg.overwrite:
-        # Finished languages are reused only if they were built from the same inputs and limits.
-        meta = json.loads(meta_path.read_text())
-        wanted = {"entity_vocab_sha256": entity_vocab.sha256, "tokenizer": str(cfg.tokenizer),
-                  "tokenizer_vocab_size": len(tokenizer)}
-        wanted |= {key: getattr(cfg.dataset, key) for key in (
-            "max_seq_length", "max_entity_length", "max_mention_length", "min_sentence_length",
-            "keep_unknown_entities")}
-        changed = [key for key, value in wanted.items() if meta.get(key) != value]
-        if changed:
+    root = data.dataset_root
+
+    def drop_stale(new: DatasetMetadata) -> None:
+        """Finished languages are reused only if made from the same inputs and limits: the
+        tokenizer and the entity vocabulary by content hash, not by name or size."""
+        try:
+            old = DatasetMetadata.read(out).to_json()
+        except MetadataError as e:
+            old = {}
+            log.warning("%s", e)
+        changed = [key for key, value in new.to_json().items()
+                   if key not in ("tokenizer", "languages") and old.get(key) != value]
+        if changed and root.exists():
             log.warning("%s changed since %s was built: rebuilding it", ", ".join(changed), root)
             shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    write_metadata(out, tokenizer, cfg.tokenizer, entity_vocab, cfg, languages)
+
+    write_metadata(out, tokenizer, cfg.tokenizer, entity_vocab, cfg.dataset, languages,
+                   on_change=None if cfg.overwrite else drop_stale)
     for lang in languages:
-        final = root / lang
+        final = data.dataset(lang)
         if _done(final, cfg):
             continue
         try:
             with atomic_dir(final) as tmp:
                 stats = build_dataset(
-                    out / "pages" / lang, lang, entity_vocab, tokenizer, tmp,
+                    data.pages(lang), lang, entity_vocab, tokenizer, tmp,
                     max_seq_length=cfg.dataset.max_seq_length,
                     max_entity_length=cfg.dataset.max_entity_length,
                     max_mention_length=cfg.dataset.max_mention_length,
@@ -206,16 +212,12 @@ STAGE_FUNCTIONS = {
     "dataset": run_dataset,
 }
 
-STAT_KEYS = ("pages", "redirects", "disambiguation", "paragraphs", "sentences", "links",
-             "links_in_vocab", "examples", "tokens", "entities")
-
-
 def collect_stats(out: Path, languages: list[str]) -> dict:
     """Merge the per-language stats of the extract and dataset stages."""
     stats = {}
     for lang in languages:
         merged: dict = {"skipped": {}}
-        for path in (out / "pages" / lang / "stats.json", out / "dataset" / lang / "stats.json"):
+        for path in (DataDir(out).pages(lang) / "stats.json", DataDir(out).dataset(lang) / "stats.json"):
             if not path.exists():
                 continue
             part = json.loads(path.read_text())
@@ -249,6 +251,6 @@ def run_pipeline(cfg: PreprocessConfig) -> dict:
             log.info("stage %s", stage)
             STAGE_FUNCTIONS[stage](cfg, out, languages)
     stats = collect_stats(out, languages)
-    with atomic_file(out / "stats.json") as tmp:
+    with atomic_file(DataDir(out).stats) as tmp:
         tmp.write_text(json.dumps(stats, indent=1, ensure_ascii=False))
     return stats

@@ -244,7 +244,7 @@ def test_write_metadata_saves_the_tokenizer(tmp_path, tokenizer, vocab):
     from preprocessing.config import PreprocessConfig
 
     cfg = PreprocessConfig(out_dir=str(tmp_path))
-    meta = write_metadata(tmp_path, tokenizer, "my-tokenizer", vocab, cfg, ["en", "ja"])
+    meta = write_metadata(tmp_path, tokenizer, "my-tokenizer", vocab, cfg.dataset, ["en", "ja"]).to_json()
     assert json.loads((tmp_path / "dataset" / "metadata.json").read_text()) == meta
     assert meta["tokenizer"] == "my-tokenizer" and meta["tokenizer_vocab_size"] == len(tokenizer)
     assert meta["entity_vocab_size"] == len(vocab) == 8 and meta["entity_vocab_sha256"] == vocab.sha256

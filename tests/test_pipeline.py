@@ -165,3 +165,37 @@ def test_dataset_rebuilt_when_its_settings_change(tmp_path, preprocessed, caplog
         assert all(len(ids) <= 32 for ids in ds["word_ids"])
         sizes.append(len(ds))
     assert sum(sizes) > 0
+
+
+def test_tokenizer_changed_in_place_rebuilds_the_datasets(tmp_path, preprocessed, tiny_tokenizer, caplog):
+    """Datasets are current only for the tokenizer's content: one edited in place (same path, same
+    vocabulary size) rebuilds them; the same content under another path does not."""
+    import shutil
+
+    from preprocessing.config import PreprocessConfig
+    from preprocessing.contract import DatasetMetadata, sha256_file
+    from preprocessing.pipeline import run_pipeline
+
+    out, tok = tmp_path / "out", tmp_path / "tok"
+    shutil.copytree(preprocessed, out)
+    shutil.copytree(tiny_tokenizer, tok)
+    before = DatasetMetadata.read(out)
+    lang = before.languages[0]
+    cfg = PreprocessConfig(out_dir=str(out), dumps={lang: "unused" for lang in before.languages},
+                           tokenizer=str(tok), stages=["dataset"], num_workers=1, progress=False)
+    cfg.dataset.max_seq_length = before.limits.max_seq_length
+    stamp = (out / "dataset" / lang / "stats.json").stat().st_mtime_ns
+    run_pipeline(cfg)
+    assert (out / "dataset" / lang / "stats.json").stat().st_mtime_ns == stamp
+
+    spec = json.loads((tok / "tokenizer.json").read_text(encoding="utf-8"))
+    pieces = spec["model"]["vocab"]
+    (pieces[4][0], pieces[5][0]) = (pieces[5][0], pieces[4][0])  # two frequent pieces swap ids
+    (tok / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    old_ids = datasets.load_from_disk(str(out / "dataset" / lang))["word_ids"]
+    run_pipeline(cfg)
+    after = DatasetMetadata.read(out)
+    assert "tokenizer_sha256 changed" in caplog.text
+    assert after.tokenizer_vocab_size == before.tokenizer_vocab_size
+    assert after.tokenizer_sha256 == sha256_file(out / "tokenizer" / "tokenizer.json") != before.tokenizer_sha256
+    assert datasets.load_from_disk(str(out / "dataset" / lang))["word_ids"] != old_ids
