@@ -8,11 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+CONF = Path(__file__).resolve().parents[1] / "conf"
+sys.path.insert(0, str(CONF.parent))
 
 import hydra  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from pretrain.cli import check_overrides  # noqa: E402
 from pretrain.config import ConfigError, register, take_local_rank  # noqa: E402
 
 sys.argv = take_local_rank(sys.argv)
@@ -42,4 +44,5 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(CONF, "pretrain", sys.argv[1:])  # a bad override: one line, before any work
     main()

@@ -27,7 +27,7 @@ class EntityVocabConfig:
 class PreprocessConfig:
     out_dir: str = MISSING
     # {lang: path to <lang>wiki-*-pages-articles*.xml[.bz2|.gz]}. Untyped so that
-    # `'dumps={en: a.xml.bz2}'` works without a `+` (see ENVIRONMENT.md).
+    # `'dumps={en: a.xml.bz2}'` works without a `+` (a typed Dict would reject new keys).
     dumps: Any = None
     wikidata: Optional[str] = None
     tokenizer: Optional[str] = None

@@ -27,8 +27,8 @@ and the rest of the sentence keeps its natural tokenization.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import collections
+import dataclasses
 import hashlib
 import json
 import logging

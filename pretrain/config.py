@@ -33,20 +33,23 @@ class DataConfig:
     # The last `eval_examples` examples of each language are held out for evaluation.
     eval_examples: int = 64
     prefetch: int = 8  # micro-batches prepared ahead by a background thread
-    # Masking (mLUKE / LUKE defaults).
+    # Masking (mLUKE / LUKE defaults). mLUKE masks subword tokens; whole_word_masking masks whole words.
     mlm_probability: float = 0.15
     mep_probability: float = 0.15
+    whole_word_masking: bool = False
 
 
 @dataclass
 class ModelConfig:
-    name: str = "tiny"
-    # XLM-R hub name or directory (stage 1), a pretraining run dir / checkpoint, or an export dir.
+    # XLM-R hub name or directory (stage 1), a pretraining run dir / checkpoint, or an export dir
+    # (pretrain/weights.py says how a path is recognised).
     init_from: str = MISSING
     entity_emb_size: int = 256
     # Entity-aware self-attention (separate queries per word/entity pair, as in LUKE); mLUKE
     # pretrains without it (Ri et al. 2022), so it is off by default.
     use_entity_aware_attention: bool = False
+    # Recompute each encoder layer's activations in the backward pass: less memory, ~1/3 more compute.
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -209,11 +212,6 @@ def derive(cfg: PretrainConfig, world_size: int, device_type: str, bf16_supporte
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": device_type == "cuda"}
     if ds.offload_param:
         zero["offload_param"] = {"device": "cpu", "pin_memory": device_type == "cuda"}
-    if ds.zero_stage == 3:
-        # Only for users who call engine.save_16bit_model(); our checkpoints and export do not use it: the
-        # export consolidates the fp32 master weights of the final checkpoint with zero_to_fp32
-        # (trainer.consolidated_state_dict), which needs no collective and no GPU memory.
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
     ds_dict: dict = {
         "train_batch_size": t.global_batch_size,
         "train_micro_batch_size_per_gpu": t.micro_batch_size,

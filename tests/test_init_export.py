@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, LukeForMaskedLM, LukeModel, MLukeTokenizer, XLMRobertaForMaskedLM
 
 from preprocessing.entity_vocab import hf_entity_vocab
-from pretrain.export import export_model, load_pretrained
-from pretrain.init import entity_vocab_size, init_model_dir
+from pretrain.export import export_model, init_model_dir
 from pretrain.masking import MaskingCollator, hf_inputs
 from pretrain.standin import build_standin_tokenizer, build_tiny_xlmr
+from pretrain.weights import entity_vocab_size, load_exported
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -56,7 +56,7 @@ def test_init_equals_xlmr_without_entities(assets, tmp_path):
     xlmr = XLMRobertaForMaskedLM.from_pretrained(assets["xlmr"]).eval()
     tok = AutoTokenizer.from_pretrained(assets["tokenizer"])
     enc = tok(TEXTS[:3], padding=True, return_tensors="pt")
-    ours = load_pretrained(out).eval()
+    ours = load_exported(out).eval()
     assert ours.config.vocab_size == len(tok) and ours.config.entity_vocab_size == 9
     with torch.no_grad():
         ref = xlmr(**enc, output_hidden_states=True)
@@ -81,7 +81,7 @@ def test_init_equals_xlmr_without_entities(assets, tmp_path):
 
 def trained_like_model(assets):
     """An initialized model with every weight perturbed, standing in for a trained one."""
-    from pretrain.init import init_from_xlmr
+    from pretrain.weights import init_from_xlmr
 
     model = init_from_xlmr(str(assets["xlmr"]), 9, entity_emb_size=16, seed=2)
     g = torch.Generator().manual_seed(3)
@@ -146,7 +146,7 @@ def test_export_loads_in_transformers_and_matches(assets, tmp_path):
                                atol=1e-5, rtol=0)
 
     # Reading the export back gives the same model (marker rows dropped, queries dropped on request).
-    again = load_pretrained(out, use_entity_aware_attention=False)
+    again = load_exported(out, use_entity_aware_attention=False)
     assert again.state_dict().keys() == model.state_dict().keys()
     for k, v in model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,13 +11,8 @@ from pathlib import Path
 
 from pretrain_fixture import ROOT, pretrain_data, read_metrics, tiny_overrides  # noqa: F401
 
-from pretrain import callbacks
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pretrain import checkpoint
+from pretrain.distributed import free_port
 
 
 def command(args: list[str]) -> list[str]:
@@ -61,7 +55,8 @@ def test_two_ranks_preempted_and_resumed_match_an_uninterrupted_run(pretrain_dat
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGTERM)
     output = proc.communicate(timeout=120)[0]
-    ckpt = callbacks.latest_complete_checkpoint(run_dir)
+    assert proc.returncode == 0, output[-3000:]  # a clean stop after the checkpoint
+    ckpt = checkpoint.latest_complete_checkpoint(run_dir)
     assert ckpt is not None and 1 <= int(ckpt.name.split("_")[1]) < 12, output[-3000:]
     assert "checkpointed at step" in (run_dir / "logs" / "rank0.log").read_text()
     assert (ckpt / "rng_rank1.pt").is_file() and sorted(p.name for p in (ckpt / "ds").glob("zero_pp_rank_*")) == [
@@ -82,12 +77,12 @@ def test_two_ranks_zero3_bf16_entity_stage_keeps_the_word_side_and_exports(pretr
     import torch
     from transformers import LukeForMaskedLM
 
-    from pretrain.init import init_from_xlmr
-    from pretrain.trainer import ENTITY_SIDE, consolidated_state_dict
+    from pretrain.trainer import ENTITY_SIDE
+    from pretrain.weights import consolidated_state_dict, init_from_xlmr
 
     launch(tiny_overrides(pretrain_data, tmp_path / "s1", "trainer.max_steps=2", "trainer.micro_batch_size=2",
                           "stage=entity", "deepspeed=zero3", "trainer.precision=bf16", "optim.lr.entity=1e-2"))
-    ckpt = callbacks.latest_complete_checkpoint(tmp_path / "s1")
+    ckpt = checkpoint.latest_complete_checkpoint(tmp_path / "s1")
     assert sorted(p.name for p in (ckpt / "ds").glob("bf16_zero_pp_rank_*")) == [
         "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt", "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"]
     start = init_from_xlmr(pretrain_data / "xlmr", entity_vocab_size=18, entity_emb_size=32, seed=42).state_dict()

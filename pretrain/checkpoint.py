@@ -1,6 +1,6 @@
-"""What hangs off the training loop: atomic checkpoints and metric logging (jsonl, W&B, progress bar).
+"""Atomic, complete-or-absent training checkpoints: save, load, find the latest, prune; RNG state.
 
-Checkpoint layout (RUN_DIR/checkpoints/step_00000100/):
+Layout (RUN_DIR/checkpoints/step_00000100/):
     ds/...                 DeepSpeed engine state (model, optimizer, scheduler; every rank writes its shards)
     rng_rank{r}.pt         python/numpy/torch RNG states of rank r
     trainer_state.json     step, data loader state, counters, world size, resolved config (rank 0)
@@ -17,27 +17,20 @@ import logging
 import os
 import random
 import shutil
-import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from .distributed import barrier
 
 log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
 DS_TAG = "ds"
 PREFIX = "step_"
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
-# ---------------------------------------------------------------- checkpoints
+TRAINER_STATE = "trainer_state.json"
+MODEL_CONFIG = "model_config.json"
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -103,13 +96,13 @@ def save_checkpoint(engine, run_dir: Path, step: int, trainer_state: dict, model
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    _barrier()
+    barrier()
     engine.save_checkpoint(str(tmp), tag=DS_TAG)
     torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
     if rank == 0:
-        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-        (tmp / "model_config.json").write_text(model_config_json)
-    _barrier()
+        (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
+        (tmp / MODEL_CONFIG).write_text(model_config_json)
+    barrier()
     if rank == 0:
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         marker = tmp / COMPLETE
@@ -120,10 +113,15 @@ def save_checkpoint(engine, run_dir: Path, step: int, trainer_state: dict, model
         if final.exists():  # a re-save of the same step (e.g. final == last periodic)
             shutil.rmtree(final)
         tmp.rename(final)
-        for old in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    _barrier()
+        prune(run_dir, keep)
+    barrier()
     return final
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints."""
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(engine, path: Path, rank: int) -> dict:
@@ -136,7 +134,11 @@ def load_checkpoint(engine, path: Path, rank: int) -> dict:
     if not rng_file.is_file():
         raise RuntimeError(f"{rng_file} missing: was the checkpoint written with a different number of ranks?")
     set_rng_state(torch.load(rng_file, weights_only=False))
-    return json.loads((path / "trainer_state.json").read_text())
+    return read_trainer_state(path)
+
+
+def read_trainer_state(path: Path) -> dict:
+    return json.loads((Path(path) / TRAINER_STATE).read_text())
 
 
 def remove_stale_tmp(run_dir: Path) -> None:
@@ -147,84 +149,38 @@ def remove_stale_tmp(run_dir: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-# ---------------------------------------------------------------- metrics
+def resolve_resume(resume: str, run_dir: Path) -> Path | None:
+    """The checkpoint to resume from, by the `resume` setting: auto (the latest complete one in run_dir,
+    if any), none (start fresh; an error if run_dir has checkpoints), or a checkpoint directory."""
+    from .config import ConfigError
 
-
-def wandb_mode(configured: str | None) -> str | None:
-    """The mode to pass to wandb.init: the configured one; else None when WANDB_MODE is set (W&B reads
-    it) or an API key is available; else offline, so nothing waits on the network."""
-    if configured:
-        return configured
-    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
+    if resume == "none":
+        if list_checkpoints(run_dir):
+            raise ConfigError(f"{run_dir} already has checkpoints; use resume=auto, or another run_dir")
         return None
-    return "offline"
+    if resume == "auto":
+        return latest_complete_checkpoint(run_dir)
+    path = Path(resume)
+    problem = checkpoint_problem(path) if path.is_dir() else "not a directory"
+    if problem:
+        raise ConfigError(f"resume={resume}: {problem}")
+    return path
 
 
-class MetricsLogger:
-    """Rank 0 only: appends records to RUN_DIR/metrics.jsonl and W&B, drives the progress bar."""
+def check_same_run(saved: dict, now: dict, ckpt: Path) -> None:
+    """Resuming continues the same run: another stage is an error, other changed settings are reported."""
+    from .config import ConfigError
 
-    def __init__(self, run_dir: Path, cfg, resolved: dict, max_steps: int, start_step: int):
-        self.path = Path(run_dir) / "metrics.jsonl"
-        self.wandb = None
-        mode = wandb_mode(cfg.wandb.mode)
-        if mode != "disabled":
-            import wandb
+    if saved["stage"]["name"] != now["stage"]["name"]:
+        raise ConfigError(f"{ckpt} is a stage={saved['stage']['name']} run; stage={now['stage']['name']} needs "
+                          f"its own run_dir (with model.init_from={ckpt.parent.parent})")
 
-            id_file = Path(run_dir) / "wandb_id.txt"
-            run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
-            id_file.write_text(run_id)
-            kwargs = {"mode": mode} if mode else {}
-            self.wandb = wandb.init(
-                project=cfg.wandb.project, entity=cfg.wandb.entity, name=cfg.wandb.name or Path(run_dir).name,
-                tags=list(cfg.wandb.tags), dir=str(run_dir), config=resolved, id=run_id, resume="allow", **kwargs,
-            )
-        self.bar = None
-        if cfg.trainer.progress:
-            from tqdm import tqdm
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
 
-            self.bar = tqdm(total=max_steps, initial=start_step, unit="step", dynamic_ncols=True)
-
-    def log(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.wandb is not None:
-            self.wandb.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
-
-    def progress(self, step: int, loss: float | None, tokens_per_s: float | None) -> None:
-        if self.bar is None:
-            return
-        self.bar.n = step
-        post = {}
-        if loss is not None:
-            post["loss"] = f"{loss:.4f}"
-        if tokens_per_s is not None:
-            post["tok/s"] = f"{tokens_per_s:,.0f}"
-        self.bar.set_postfix(post, refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
-class Timer:
-    """Wall time per phase since the last `reset` (for throughput and the data-wait share)."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self) -> None:
-        self.start = time.perf_counter()
-        self.totals: dict[str, float] = {}
-
-    def add(self, name: str, seconds: float) -> None:
-        self.totals[name] = self.totals.get(name, 0.0) + seconds
-
-    def exclude(self, seconds: float) -> None:
-        """Leave `seconds` (evaluation, checkpointing) out of the elapsed time."""
-        self.start += seconds
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+    old, new = dict(flat(saved)), dict(flat(now))
+    changed = sorted(k for k in new.keys() | old.keys() if old.get(k) != new.get(k))
+    if changed:
+        log.warning("resuming with changed settings: "
+                    + ", ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in changed))

@@ -1,0 +1,38 @@
+"""Every benchmark runs at a tiny size (`--smoke`) and prints its figure line, so that a change cannot
+break one unnoticed. The figures themselves are not checked here: timing belongs to the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# The figures each benchmark's last line must hold.
+FIGURES = {
+    "model_step.py": ("speedup_vs_hf", "memory_ratio_vs_hf"),
+    "preprocess.py": (),
+    "train_step.py": ("tiny_tokens_per_s", "tiny_step_s", "tiny_data_wait_pct"),
+}
+FIGURE = re.compile(r"([A-Za-z0-9_]+)=(-?[0-9.]+(?:e[-+]?[0-9]+)?|nan|inf)")
+
+
+def test_every_benchmark_is_listed():
+    assert sorted(FIGURES) == sorted(p.name for p in (ROOT / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", sorted(FIGURES))
+def test_benchmark_runs_and_prints_its_figures(script, tmp_path):
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke"], capture_output=True,
+                         text=True, cwd=ROOT, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    last = out.stdout.strip().splitlines()[-1]
+    figures = dict(FIGURE.findall(last))
+    assert figures and " ".join(f"{k}={v}" for k, v in figures.items()) == last.strip(), last
+    missing = [name for name in FIGURES[script] if name not in figures]
+    assert not missing, (missing, last)
