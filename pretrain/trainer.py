@@ -203,7 +203,7 @@ class Trainer:
         from .masking import MaskingCollator
 
         tokenizer = AutoTokenizer.from_pretrained(str(DataDir(self.cfg.data.dir).tokenizer))
-        collator = MaskingCollator.from_tokenizer(
+        self.collator = collator = MaskingCollator.from_tokenizer(
             tokenizer, mlm_prob=self.cfg.data.mlm_probability, mep_prob=self.cfg.data.mep_probability,
             whole_word=self.cfg.data.whole_word_masking,
             max_mention_length=self.data.metadata.limits.max_mention_length,

@@ -132,6 +132,18 @@ def test_first_ctrl_c_checkpoints_and_a_second_one_stops_at_once(pretrain_data, 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler removed after the run
 
 
+def test_a_run_that_trains_on_drops_its_export_and_options_reach_the_model(pretrain_data, tmp_path):  # noqa: F811
+    run_dir = tmp_path / "run"
+    train(pretrain_data, run_dir, "trainer.max_steps=2")
+    assert (run_dir / "export" / "config.json").is_file()
+    trainer = Trainer(compose(tiny_overrides(pretrain_data, run_dir, "trainer.max_steps=4",
+                                             "model.gradient_checkpointing=true", "data.whole_word_masking=true")))
+    # Once the run trains past it, export/ would pass for the run's final model (model.init_from=RUN_DIR).
+    assert not (run_dir / "export").exists() and trainer.step == 2
+    assert trainer.model.gradient_checkpointing and trainer.collator.whole_word
+    assert trainer.run()["step"] == 4 and (run_dir / "export" / "config.json").is_file()
+
+
 def test_only_the_newest_checkpoints_are_kept(pretrain_data, tmp_path):  # noqa: F811
     train(pretrain_data, tmp_path / "run", "trainer.max_steps=6", "trainer.checkpoint_every=2",
           "trainer.keep_checkpoints=2", "trainer.export=false")
