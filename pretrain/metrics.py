@@ -150,6 +150,23 @@ class RunningSums:
         self._host = dict.fromkeys(self.host_names, 0.0)
 
 
+HEADS = ("mlm", "mep")  # masked words, masked entities: the model's loss_/acc_/num_ outputs
+
+
+def head_names(prefix: str = "") -> list[str]:
+    """The running sums of the two heads: loss and correct predictions weighted by count, and the count."""
+    return [f"{prefix}{h}_{k}" for h in HEADS for k in ("loss", "correct", "count")]
+
+
+def head_sums(out, prefix: str = "") -> dict[str, torch.Tensor]:
+    values = {}
+    for h in HEADS:
+        n = getattr(out, f"num_{h}").to(torch.float64)
+        values.update({f"{prefix}{h}_loss": getattr(out, f"loss_{h}") * n,
+                       f"{prefix}{h}_correct": getattr(out, f"acc_{h}") * n, f"{prefix}{h}_count": n})
+    return values
+
+
 class Timer:
     """Wall time since the last `reset`, minus time spent outside training (evaluation, checkpoints)."""
 

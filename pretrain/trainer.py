@@ -23,23 +23,18 @@ from . import checkpoint
 from .config import PretrainConfig, derive, validate
 from .data import PretrainingData, TrainLoader, check_fits, check_same_tokenizer, eval_batches
 from .distributed import all_reduce, barrier, init_distributed
-from .metrics import MetricsLogger, RunningSums, Timer, batch_flops, git_commit, mfu, peak_flops, setup_logging
+from .metrics import (HEADS, MetricsLogger, RunningSums, Timer, batch_flops, git_commit, head_names, head_sums, mfu,
+                      peak_flops, setup_logging)
+from .optim import apply_stage, lr_lambda, make_optimizer
 from .weights import EXPORT, checkpoint_config, init_from_xlmr, load_model, resolve_source
 
 log = logging.getLogger("pretrain")
-
-# Parameters that train in stage 1 (the reference's --fix-bert-weights keeps exactly
-# `entity_embeddings` and `entity_predictions` trainable; the entity decoder is tied to the
-# entity embeddings).
-ENTITY_SIDE = ("luke.entity_embeddings.", "entity_predictions.")
-HEADS = ("mlm", "mep")  # masked words, masked entities: the model's loss_/acc_/num_ outputs
-
 
 class TrainingError(Exception):
     """The run cannot continue (e.g. repeated non-finite losses); one line for the user."""
 
 
-# ---------------------------------------------------------------- model and optimizer
+# ---------------------------------------------------------------- model
 
 
 def build_model(cfg: PretrainConfig, data: PretrainingData, resume_from: Path | None):
@@ -64,42 +59,6 @@ def build_model(cfg: PretrainConfig, data: PretrainingData, resume_from: Path | 
             model = load_model(src, use_entity_aware_attention=cfg.model.use_entity_aware_attention)
     model.gradient_checkpointing = cfg.model.gradient_checkpointing
     return model, source
-
-
-def apply_stage(model, stage: str) -> int:
-    """Freeze the word side for stage `entity`; returns the number of trainable parameters."""
-    for name, p in model.named_parameters():
-        p.requires_grad_(stage == "full" or name.startswith(ENTITY_SIDE))
-    model.luke.pooler.requires_grad_(False)  # unused in pretraining (as in the reference)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def make_optimizer(model, cfg: PretrainConfig, lr: float, device: torch.device):
-    """AdamW on trainable parameters; no weight decay on biases and LayerNorm (as the reference)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    # Frozen parameters (stage entity) stay out of the groups: DeepSpeed (ZeRO-2/3 included) saves them with
-    # the module, in the training dtype; an empty group is dropped (ZeRO's flattening cannot take one).
-    groups = [g for g in ({"params": decay, "weight_decay": cfg.optim.weight_decay},
-                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    kwargs = dict(lr=lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
-    if cfg.deepspeed.offload_optimizer and device.type == "cuda":
-        from deepspeed.ops.adam import DeepSpeedCPUAdam
-
-        return DeepSpeedCPUAdam(groups, adamw_mode=True, **kwargs)
-    # An optimizer instance (not a DeepSpeed config-dict one) compiles nothing on CPU hosts.
-    return torch.optim.AdamW(groups, fused=device.type == "cuda", **kwargs)
-
-
-def lr_lambda(warmup: int, total: int):
-    """Linear warmup over `warmup` steps, then linear decay to 0 at `total` (reference WarmupDecayLR)."""
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return f
 
 
 class Preemption:
@@ -186,8 +145,7 @@ class Trainer:
 
         languages = data.languages
         self.sums = RunningSums(
-            [f"{h}_{k}" for h in HEADS for k in ("loss", "correct", "count")] + ["loss", "micro_batches"]
-            + [f"{lang}/{h}_{k}" for lang in languages for h in HEADS for k in ("loss", "count")],
+            ["loss", "micro_batches", *head_names(), *(n for lang in languages for n in head_names(f"{lang}/"))],
             ["words", "entities", "flops", "data_seconds", "seconds"], self.device)
         self.timer = Timer()
         self.peak = peak_flops(self.device)
@@ -257,13 +215,9 @@ class Trainer:
         return False
 
     def _add_outputs(self, out, langs: list[str]) -> None:
-        values = {"loss": out.loss, "micro_batches": torch.ones_like(out.loss)}
-        for h in HEADS:
-            n = getattr(out, f"num_{h}").to(torch.float64)
-            values.update({f"{h}_loss": getattr(out, f"loss_{h}") * n, f"{h}_correct": getattr(out, f"acc_{h}") * n,
-                           f"{h}_count": n})
-        if len(set(langs)) == 1:  # a one-language micro-batch: its losses are that language's
-            values.update({f"{langs[0]}/{h}_{k}": values[f"{h}_{k}"] for h in HEADS for k in ("loss", "count")})
+        values = {"loss": out.loss, "micro_batches": torch.ones_like(out.loss), **head_sums(out)}
+        if len(set(langs)) == 1:  # a one-language micro-batch: its figures are that language's
+            values.update(head_sums(out, f"{langs[0]}/"))
         self.sums.add_device(values)
 
     # -------------------------------------------------------------- the loop
@@ -312,18 +266,14 @@ class Trainer:
         self.sums.reset()
         self.timer.reset()
         rec = {"step": self.step, "train/loss": s["loss"] / max(s["micro_batches"], 1)}
-        for h in HEADS:
-            rec[f"train/loss_{h}"] = s[f"{h}_loss"] / max(s[f"{h}_count"], 1)
-        for h in HEADS:
-            rec[f"train/acc_{h}"] = s[f"{h}_correct"] / max(s[f"{h}_count"], 1)
+        rec.update({f"train/loss_{h}": s[f"{h}_loss"] / max(s[f"{h}_count"], 1) for h in HEADS})
+        rec.update({f"train/acc_{h}": s[f"{h}_correct"] / max(s[f"{h}_count"], 1) for h in HEADS})
         rec.update({"train/lr": self.lr, "train/skipped_batches": self.counters["bad_batches"]})
         norm = self.engine.get_global_grad_norm()
         if norm is not None:
             rec["train/grad_norm"] = float(norm)
-        for lang in self.data.languages:
-            for h in HEADS:
-                if s[f"{lang}/{h}_count"]:
-                    rec[f"train/{lang}/loss_{h}"] = s[f"{lang}/{h}_loss"] / s[f"{lang}/{h}_count"]
+        rec.update({f"train/{lang}/loss_{h}": s[f"{lang}/{h}_loss"] / s[f"{lang}/{h}_count"]
+                    for lang in self.data.languages for h in HEADS if s[f"{lang}/{h}_count"]})
         wall = s["seconds"] / self.world  # mean wall time of the ranks
         rec["throughput/tokens_per_s"] = (s["words"] + s["entities"]) / wall
         rec["throughput/word_tokens_per_s"] = s["words"] / wall
@@ -342,19 +292,13 @@ class Trainer:
     def evaluate(self, logger: MetricsLogger | None) -> dict:
         """Masked word and entity accuracy (and loss) per language on the held-out slice."""
         langs = self.data.languages
-        keys = [f"{h}_{k}" for h in HEADS for k in ("loss", "correct", "count")]
-        sums = RunningSums([f"{lang}/{k}" for lang in langs for k in keys], [], self.device)
+        sums = RunningSums([n for lang in langs for n in head_names(f"{lang}/")], [], self.device)
         self.engine.eval()
         for lang, batch, real in eval_batches(self.data, self.collate, self.cfg.trainer.micro_batch_size, self.rank,
                                               self.world, self.cfg.seed, self.cfg.trainer.eval_batches):
             out = self.engine({k: v.to(self.device) for k, v in batch.items()})
-            if real:
-                values = {}
-                for h in HEADS:
-                    n = getattr(out, f"num_{h}").to(torch.float64)
-                    values.update({f"{lang}/{h}_loss": getattr(out, f"loss_{h}") * n,
-                                   f"{lang}/{h}_correct": getattr(out, f"acc_{h}") * n, f"{lang}/{h}_count": n})
-                sums.add_device(values)
+            if real:  # (a rank with nothing left repeats a batch: every rank runs the same forwards)
+                sums.add_device(head_sums(out, f"{lang}/"))
         self.engine.train()
         s = sums.reduce()
         rec = {"step": self.step}

@@ -27,7 +27,10 @@ def test_every_benchmark_is_listed():
 
 @pytest.mark.parametrize("script", sorted(FIGURES))
 def test_benchmark_runs_and_prints_its_figures(script, tmp_path):
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false", "TMPDIR": str(tmp_path)}
+    # (without the process-group variables that in-process trainer tests leave in this worker's environment)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
+    env.update(DS_ACCELERATOR="cpu", TOKENIZERS_PARALLELISM="false", TMPDIR=str(tmp_path))
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--smoke"], capture_output=True,
                          text=True, cwd=ROOT, env=env, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

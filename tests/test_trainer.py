@@ -14,7 +14,8 @@ from pretrain_fixture import ROOT, compose, pretrain_data, read_metrics, tiny_ov
 
 from pretrain import checkpoint
 from pretrain.config import ConfigError, derive
-from pretrain.trainer import ENTITY_SIDE, Trainer, TrainingError, lr_lambda, run
+from pretrain.optim import ENTITY_SIDE, lr_lambda
+from pretrain.trainer import Trainer, TrainingError, run
 from pretrain.weights import consolidated_state_dict
 
 

@@ -77,7 +77,7 @@ def test_two_ranks_zero3_bf16_entity_stage_keeps_the_word_side_and_exports(pretr
     import torch
     from transformers import LukeForMaskedLM
 
-    from pretrain.trainer import ENTITY_SIDE
+    from pretrain.optim import ENTITY_SIDE
     from pretrain.weights import consolidated_state_dict, init_from_xlmr
 
     launch(tiny_overrides(pretrain_data, tmp_path / "s1", "trainer.max_steps=2", "trainer.micro_batch_size=2",
