@@ -1,9 +1,10 @@
 """python launch/export.py checkpoint=PATH out=DIR [data_dir=OUT | tokenizer=DIR entity_vocab=PATH] \
-    [entity_aware_attention=true]
+    [entity_aware_attention=false]
 
 checkpoint: a pretraining run directory, a checkpoint directory, or an exported/initialized model directory
 (pretrain/weights.py says how each is recognised). Writes a directory that transformers loads as is
-(LukeForMaskedLM, LukeModel, MLukeTokenizer); see pretrain/export.py."""
+(LukeForMaskedLM, LukeModel, MLukeTokenizer); see pretrain/export.py. entity_aware_attention=true switches
+LUKE's entity-aware attention on for fine-tuning (its queries start as copies of the plain ones)."""
 
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from pretrain.cli import parse_key_values  # noqa: E402
 def main(argv: list[str]) -> int:
     args = parse_key_values(argv, required=("checkpoint", "out"),
                             optional={"data_dir": None, "tokenizer": None, "entity_vocab": None,
-                                      "entity_aware_attention": True})
+                                      "entity_aware_attention": False})
     from pretrain.config import ConfigError
     from pretrain.export import export_checkpoint
 

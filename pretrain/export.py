@@ -1,18 +1,21 @@
 """Export to a directory that transformers loads with no code of ours (pretrain/weights.py reads it back).
 
     export_model(model_or_state_dict, out_dir, *, config=None, data_dir=None, tokenizer_dir=None,
-                 entity_vocab=None, max_entity_length=None, max_mention_length=None,
-                 entity_aware_attention=True) -> Path
+                 entity_vocab=None, max_entity_length=32, max_mention_length=None,
+                 entity_aware_attention=False) -> Path
 
 - `model_or_state_dict`: an `MLukeForPretraining` (its config is used) or a state dict with our / HF
   `LukeForMaskedLM` key names (then pass `config`, a LukeConfig). Any dtype/device; written as fp32.
 - Where the tokenizer and entity vocabulary come from: `data_dir` = a preprocessing OUT directory
-  (uses OUT/tokenizer/, OUT/entity_vocab.json, and max_entity_length / max_mention_length from
-  OUT/dataset/metadata.json), or `tokenizer_dir` (an XLM-R tokenizer directory holding tokenizer.json)
-  and `entity_vocab` (entity_vocab.json in MLukeTokenizer form, or entity_vocab.jsonl) explicitly.
-- `entity_aware_attention=True` writes the config with `use_entity_aware_attention=True`; a model
-  trained without it gets its w2e/e2w/e2e queries as copies of `query`, which computes the same function
-  (this is what HF's mLUKE conversion does, so fine-tuning can use entity-aware attention).
+  (uses OUT/tokenizer/, OUT/entity_vocab.json, and max_mention_length from OUT/dataset/metadata.json),
+  or `tokenizer_dir` (an XLM-R tokenizer directory holding tokenizer.json) and `entity_vocab`
+  (entity_vocab.json in MLukeTokenizer form, or entity_vocab.jsonl) explicitly.
+- The config says `use_entity_aware_attention: false`, as the published studio-ousia/mluke-base and
+  -large do (mLUKE pretrains with plain attention), unless the model was trained with it.
+  `entity_aware_attention=True` switches it on for fine-tuning experiments: the w2e/e2w/e2e queries
+  start as copies of `query`, which computes the same function (what HF's mLUKE conversion writes).
+- The tokenizer config says `max_entity_length: 32` as published (the entities of one fine-tuning input;
+  pretraining examples hold up to the data's `max_entity_length`, 128), `max_mention_length` the data's.
 
 The directory holds config.json (LukeConfig), model.safetensors, and the MLukeTokenizer files:
 tokenizer.json taken from the XLM-R tokenizer (built from a bare sentencepiece model, MLukeTokenizer
@@ -24,7 +27,7 @@ tokenizer must give the source tokenizer's word ids on sample sentences.
 As HF's mLUKE conversion does, the export also
 - appends two word rows for the `<ent>`/`<ent2>` marker tokens MLukeTokenizer adds (initialized from
   "@" and "#"), so `vocab_size` = XLM-R's + 2 and entity-marker fine-tuning works;
-- sets the `[MASK2]` entity row to the `[MASK]` row ([MASK2] never occurs in pretraining);
+- sets the `[MASK2]` entity row and prediction bias to `[MASK]`'s ([MASK2] never occurs in pretraining);
 - writes `lm_head.decoder.weight` (HF does not tie it to the word embeddings; we do).
 
 Known upstream deviation (transformers 5.x): MLukeTokenizer builds its Unigram model with unk_id=0,
@@ -63,16 +66,14 @@ SAMPLE_TEXTS = [
 ]
 
 
-def _resolve_sources(data_dir, tokenizer_dir, entity_vocab, max_entity_length, max_mention_length):
+def _resolve_sources(data_dir, tokenizer_dir, entity_vocab, max_mention_length):
     if data_dir is not None:
         data = DataDir(data_dir)
         tokenizer_dir = tokenizer_dir or data.tokenizer
         if entity_vocab is None:
             entity_vocab = data.hf_entity_vocab if data.hf_entity_vocab.is_file() else data.entity_vocab
         if data.metadata.is_file():
-            limits = DatasetMetadata.read(data.root).limits
-            max_entity_length = max_entity_length or limits.max_entity_length
-            max_mention_length = max_mention_length or limits.max_mention_length
+            max_mention_length = max_mention_length or DatasetMetadata.read(data.root).limits.max_mention_length
     if tokenizer_dir is None or entity_vocab is None:
         raise ValueError("export needs the tokenizer and entity vocabulary: data_dir (preprocessing output), "
                          "or tokenizer_dir and entity_vocab (launch/export.py: data_dir=OUT or tokenizer=DIR entity_vocab=PATH)")
@@ -83,14 +84,14 @@ def _resolve_sources(data_dir, tokenizer_dir, entity_vocab, max_entity_length, m
         vocab = hf_entity_vocab(entity_vocab)
     else:
         vocab = json.loads(entity_vocab.read_text(encoding="utf-8"))
-    return Path(tokenizer_dir), vocab, max_entity_length or 32, max_mention_length or 30
+    return Path(tokenizer_dir), vocab, max_mention_length or 30
 
 
 @torch.no_grad()
 def export_model(model_or_state_dict, out_dir: str | Path, *, config: LukeConfig | None = None,
                  data_dir: str | Path | None = None, tokenizer_dir: str | Path | None = None,
-                 entity_vocab: str | Path | None = None, max_entity_length: int | None = None,
-                 max_mention_length: int | None = None, entity_aware_attention: bool = True) -> Path:
+                 entity_vocab: str | Path | None = None, max_entity_length: int = 32,
+                 max_mention_length: int | None = None, entity_aware_attention: bool = False) -> Path:
     """Write an HF-loadable mLUKE directory (see the module docstring). Returns out_dir."""
     if isinstance(model_or_state_dict, torch.nn.Module):
         config = config or model_or_state_dict.config
@@ -99,8 +100,8 @@ def export_model(model_or_state_dict, out_dir: str | Path, *, config: LukeConfig
         state = dict(model_or_state_dict)
         if config is None:
             raise ValueError("export_model: pass config= with a state dict")
-    tokenizer_dir, vocab, max_entity_length, max_mention_length = _resolve_sources(
-        data_dir, tokenizer_dir, entity_vocab, max_entity_length, max_mention_length)
+    tokenizer_dir, vocab, max_mention_length = _resolve_sources(data_dir, tokenizer_dir, entity_vocab,
+                                                                max_mention_length)
     if not (tokenizer_dir / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{tokenizer_dir}: no tokenizer.json (save the XLM-R tokenizer with save_pretrained)")
     # The `tokenizers` backend of the XLM-R tokenizer used in preprocessing: the word ids to reproduce.
@@ -116,8 +117,9 @@ def export_model(model_or_state_dict, out_dir: str | Path, *, config: LukeConfig
         raise ValueError(f"entity vocabulary has {max(vocab.values()) + 1} ids with [MASK2], "
                          f"model {config.entity_vocab_size} entity rows")
 
-    entities = state["luke.entity_embeddings.entity_embeddings.weight"]
-    entities[vocab[MASK2]] = entities[vocab[MASK]]
+    # [MASK2] (never seen in pretraining) starts as [MASK]: its embedding and its prediction bias.
+    for key in ("luke.entity_embeddings.entity_embeddings.weight", "entity_predictions.bias"):
+        state[key][vocab[MASK2]] = state[key][vocab[MASK]]
     # Marker tokens <ent>, <ent2>: new word rows (embedding, tied decoder, bias) from "@" and "#".
     unk = source_tokenizer.token_to_id("<unk>")
     sources = [source_tokenizer.token_to_id(src) or unk for _, src in ENTITY_MARKERS]
@@ -173,7 +175,7 @@ def _check_tokenizer(out: Path, source_tokenizer) -> None:
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, data_dir=None, tokenizer=None,
-                      entity_vocab=None, entity_aware_attention: bool = True) -> Path:
+                      entity_vocab=None, entity_aware_attention: bool = False) -> Path:
     """`launch/export.py`: export what `checkpoint` names (pretrain/weights.py: a pretraining run directory,
     a checkpoint, or an exported/initialized model). The tokenizer and entity vocabulary come from
     `data_dir` or `tokenizer` + `entity_vocab` when given, else from the export itself, else from the

@@ -25,7 +25,7 @@ from .data import PretrainingData, TrainLoader, check_fits, check_same_tokenizer
 from .distributed import all_reduce, barrier, init_distributed
 from .metrics import (HEADS, MetricsLogger, RunningSums, Timer, batch_flops, git_commit, head_names, head_sums, mfu,
                       peak_flops, setup_logging)
-from .optim import apply_stage, lr_lambda, make_optimizer
+from .optim import apply_stage, make_optimizer, warmup_decay
 from .weights import EXPORT, checkpoint_config, init_from_xlmr, load_model, resolve_source
 
 log = logging.getLogger("pretrain")
@@ -121,7 +121,7 @@ class Trainer:
         import deepspeed
 
         optimizer = make_optimizer(self.model, cfg, d.lr, self.device)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(d.warmup_steps, cfg.trainer.max_steps))
+        scheduler = warmup_decay(optimizer, d.warmup_steps, cfg.trainer.max_steps)
         self.engine, _, _, self.scheduler = deepspeed.initialize(
             model=self.model, optimizer=optimizer, lr_scheduler=scheduler, config=d.deepspeed,
             dist_init_required=False,

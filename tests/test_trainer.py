@@ -14,7 +14,7 @@ from pretrain_fixture import ROOT, compose, pretrain_data, read_metrics, tiny_ov
 
 from pretrain import checkpoint
 from pretrain.config import ConfigError, derive
-from pretrain.optim import ENTITY_SIDE, lr_lambda
+from pretrain.optim import ENTITY_SIDE, warmup_decay
 from pretrain.trainer import Trainer, TrainingError, run
 from pretrain.weights import consolidated_state_dict
 
@@ -24,7 +24,7 @@ def train(data, run_dir, *extra):
 
 
 def test_few_steps_lower_the_loss_and_write_the_run(pretrain_data, tmp_path):  # noqa: F811
-    out = train(pretrain_data, tmp_path / "run", "trainer.max_steps=16", "optim.lr.full=1e-2",
+    out = train(pretrain_data, tmp_path / "run", "trainer.max_steps=16", "optim.lr.full=5e-3",
                 "trainer.eval_every=16", "trainer.checkpoint_every=8")
     assert out["status"] == "finished" and out["step"] == 16
     losses = [r["train/loss"] for _, r in sorted(read_metrics(tmp_path / "run").items())]
@@ -38,9 +38,9 @@ def test_few_steps_lower_the_loss_and_write_the_run(pretrain_data, tmp_path):  #
         assert any(key in r for r in records), key
     evals = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "eval/" in line]
     assert len(evals) == 1 and '"eval/de/acc_mep"' in evals[0] and '"eval/en/acc_mlm"' in evals[0]
-    # The rate each step used: warmup (1 step here), then linear decay towards 0 at max_steps.
+    # The rate each step used: the reference's warmup (at least 2 steps, from 0), then linear decay towards 0.
     assert [r["train/lr"] for _, r in sorted(read_metrics(tmp_path / "run").items())] == pytest.approx(
-        [1e-2] + [1e-2 * (16 - k) / 15 for k in range(1, 16)], rel=1e-12)
+        [0, 0, 2.5e-3] + [5e-3 * (16 - t) / 14 for t in range(2, 15)], rel=1e-12)
     config = (tmp_path / "run" / "config.yaml").read_text()
     assert "grad_accum: 2" in config and "train_batch_size: 8" in config and f"dir: {pretrain_data}" in config
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "run")] == ["step_00000008", "step_00000016"]
@@ -89,9 +89,37 @@ def signal_after_step(monkeypatch, step: int, *signals: int) -> None:
     monkeypatch.setattr(Trainer, "train_step", train_step)
 
 
-def test_lr_schedule_warms_up_then_decays_linearly_to_zero():
-    f = lr_lambda(4, 10)
-    assert [f(k) for k in range(11)] == pytest.approx([0.25, 0.5, 0.75, 1, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0])
+def test_lr_schedule_is_the_references_warmup_then_linear_decay_to_zero():
+    # DeepSpeed's WarmupDecayLR as the mLUKE configs set it: the rate of optimizer step s is lr·(s-2)/W during
+    # warmup (0 for the first two steps), then decays linearly to 0 at max_steps.
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_decay(optimizer, warmup_steps=4, total_steps=10)
+    rates = []
+    for _ in range(12):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0, 0, 0.25, 0.5, 0.75, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0])
+
+
+def test_bf16_is_mixed_precision_and_never_rounds_the_frozen_word_side(pretrain_data, tmp_path):  # noqa: F811
+    """A bf16 stage 1 computes in bf16 but keeps fp32 weights: its export's word side is XLM-R's, bit for bit,
+    and stage 2 starts from exactly that."""
+    from pretrain.weights import init_from_xlmr, load_exported
+
+    args = ("stage=entity", "trainer.max_steps=2", "optim.lr.entity=1e-2")
+    train(pretrain_data, tmp_path / "fp32", *args, "trainer.export=false")
+    train(pretrain_data, tmp_path / "bf16", *args, "trainer.precision=bf16")
+    fp32, bf16 = read_metrics(tmp_path / "fp32")[1]["train/loss"], read_metrics(tmp_path / "bf16")[1]["train/loss"]
+    assert fp32 != bf16 and abs(fp32 - bf16) < 0.05 * fp32  # the products really ran in bf16
+    start = init_from_xlmr(pretrain_data / "xlmr", entity_vocab_size=18, entity_emb_size=32, seed=42).state_dict()
+    exported = load_exported(tmp_path / "bf16" / "export").state_dict()
+    word_side = [k for k in start if not k.startswith(ENTITY_SIDE)]
+    assert len(word_side) > 30 and all(torch.equal(exported[k], start[k]) for k in word_side)
+    trainer = Trainer(compose(tiny_overrides(pretrain_data, tmp_path / "s2", "stage=full", "trainer.precision=bf16",
+                                             f"model.init_from={tmp_path / 'bf16'}")))
+    assert all(torch.equal(trainer.model.state_dict()[k], start[k]) for k in word_side)
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
 
 
 def test_sigterm_checkpoints_and_resume_is_bitwise_identical(pretrain_data, tmp_path, monkeypatch):  # noqa: F811
