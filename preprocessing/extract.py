@@ -25,10 +25,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .contract import EXTRACT_STAT_KEYS
+from .contract import DISAMBIGUATION_SIGNALS, DISAMBIGUATION_SIGNALS_FILE, EXTRACT_STAT_KEYS
 from .dumps import DumpError, DumpReader, Page, open_dump
 from .titles import normalize_title
-from .wikitext import WikitextParser, is_disambiguation
+from .wikitext import WikitextParser, disambiguation_signal
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,14 @@ BATCH_PAGES = 64  # pages per task sent to a worker
 BATCH_CHARS = 2_000_000  # ... or fewer when pages are long
 MAX_LOGGED_SKIPS = 5
 
-# Old dumps without <redirect title=...>: the text starts with #REDIRECT (or a local form).
+# Old dumps without <redirect title=...>: the text starts with #REDIRECT (accepted on every wiki)
+# or a local form (MediaWiki's Messages*.php).
 _REDIRECT = re.compile(
     r"\s*#(?:REDIRECT|WEITERLEITUNG|REDIRECTION|REDIRECCIÓN|REDIRECCION|RINVIA|RINVIO|"
     r"DOORVERWIJZING|PATRZ|PRZEKIERUJ|TAM|REDIRECIONAMENTO|ПЕРЕНАПРАВЛЕНИЕ|ПЕРЕНАПР|転送|"
     r"リダイレクト|重定向|تحويل|अनुप्रेषित|पुनर्निर्देशित|เปลี่ยนทาง|ΑΝΑΚΑΤΕΥΘΥΝΣΗ|OHJAUS|"
     r"UUDELLEENOHJAUS|ALIH|넘겨주기|OMDIRIGERING|YÖNLENDİRME|YÖNLENDIRME|YÖNLENDİR|ĐỔI|"
-    r"পুনর্নির্দেশ|దారిమార్పు|ELEKEZA)"
+    r"পুনর্নির্দেশ|దారిమార్పు|ELEKEZA|ПРЕНАСОЧВАНЕ|ВИЖ|ПЕРЕНАПРАВЛЕННЯ|PŘESMĚRUJ)"
     r"\s*:?\s*\[\[([^\]|]+)",
     re.IGNORECASE,
 )
@@ -54,13 +55,14 @@ def _parser(lang: str, namespaces: tuple[tuple[int, str], ...]) -> WikitextParse
 
 def _process_batch(lang: str, namespaces: tuple, batch: list[tuple[int, str, str]]) -> list[tuple]:
     """Parse (id, title, text) pages. Returns per page one of ("page", json_line, n_paragraphs,
-    n_links), ("disambiguation", title) or ("skipped", reason, error)."""
+    n_links), ("disambiguation", signal) or ("skipped", reason, error)."""
     results = []
     parser = _parser(lang, namespaces)
     for page_id, title, text in batch:
         try:
-            if is_disambiguation(text, lang):
-                results.append(("disambiguation", title))
+            signal = disambiguation_signal(text, lang, parser.siteinfo)
+            if signal:
+                results.append(("disambiguation", signal))
                 continue
             paragraphs = parser.parse(text)
             if not paragraphs:
@@ -142,6 +144,7 @@ def extract_dump(
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = {**dict.fromkeys(EXTRACT_STAT_KEYS, 0), "skipped": {}, "other_namespaces": 0,
              "truncated": False}
+    signals = dict.fromkeys(DISAMBIGUATION_SIGNALS[:-1], 0)  # which signal found each
     reader = DumpReader(dump_path)
     size = dump_path.stat().st_size
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"extract {lang}", disable=not progress,
@@ -166,6 +169,7 @@ def extract_dump(
                 elif kind == "disambiguation":
                     out["disambiguation"].write(title + "\n")
                     stats["disambiguation"] += 1
+                    signals[result[1]] += 1
                 else:
                     reason = result[1]
                     stats["skipped"][reason] = stats["skipped"].get(reason, 0) + 1
@@ -185,6 +189,7 @@ def extract_dump(
         bar.close()
     (out_dir / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=1) + "\n",
                                         encoding="utf-8")
+    (out_dir / DISAMBIGUATION_SIGNALS_FILE).write_text(json.dumps(signals) + "\n", encoding="utf-8")
     if error is not None:
         if not allow_truncated:
             raise error
