@@ -1,6 +1,6 @@
 """Throughput of the interwiki stage on Wikidata's two inputs, on the same items.
 
-    python benchmarks/interwiki.py [--copies 3000] [--other-sites 0] [--repeat 3]
+    python benchmarks/interwiki.py [--copies 3000] [--other-sites 0] [--filler 0] [--repeat 3]
                                    [--compress gz|bz2|none] [--smoke]
 
 Builds, from the bundled sample's items (sample/wikidata-sample.json and the disambiguation
@@ -9,7 +9,9 @@ item of sample/more/wikidata-more.json), a JSON dump and the equivalent sitelink
 of every item under new ids and titles (so that compression sees distinct text, as in the real
 files), compressed as Wikimedia ships them (gzip). Most of the sample's sitelinks are to the
 25 Wikipedias; `--other-sites N` gives every copied item N more, to other wikis (in the real
-table about half of the rows are), which the parser skips. Then runs `build_interwiki` on both for the
+table about half of the rows are), which the parser skips; `--filler K` adds K items without
+any sitelink per item (most of Wikidata: whole lines of the JSON dump, no row in the table),
+copies of the sample's scholarly article. Then runs `build_interwiki` on both for the
 25 languages of the full recipe (the 24 and bg), checks that the `<lang>.tsv` outputs are
 identical, and prints per input: seconds (wall and CPU, the reader thread included), JSON
 lines/s, SQL rows/s, items/s and MB/s of decompressed input; then the SQL path's speedup on
@@ -62,11 +64,17 @@ def _sql_string(text: str) -> bytes:
     return b"'" + data + b"'"
 
 
-def copies(items: list[dict], n: int, other_sites: int = 0):
-    """Copy k of every item: a new id, " k" after every title, and
-    `other_sites` more sitelinks to wikis outside the 25."""
+def copies(items: list[dict], n: int, other_sites: int = 0, filler: int = 0):
+    """Copy k of every item: a new id, " k" after every title, and `other_sites` more sitelinks
+    to wikis outside the 25; after each item with sitelinks, `filler` items without."""
+    blank = next(item for item in items if item["id"].startswith("Q") and not item.get("sitelinks"))
+    serial = 0
     for k in range(n):
         for item in items:
+            if filler and item.get("sitelinks"):
+                for _ in range(filler):
+                    serial += 1
+                    yield dict(blank, id=f"Q{int(blank['id'][1:]) + serial * ID_STEP}")
             if not item["id"].startswith("Q") or not isinstance(item.get("sitelinks"), dict):
                 yield item
                 continue
@@ -90,7 +98,8 @@ class _Counted:
         self.f.write(data)
 
 
-def write_inputs(tmp: Path, n: int, compress: str, other_sites: int = 0) -> tuple[Path, Path, int, dict[str, int]]:
+def write_inputs(tmp: Path, n: int, compress: str, other_sites: int = 0,
+                 filler: int = 0) -> tuple[Path, Path, int, dict[str, int]]:
     """The JSON dump and the SQL table of the same items; returns their paths, the rows, and
     the decompressed sizes."""
     items = sample_items()
@@ -103,7 +112,7 @@ def write_inputs(tmp: Path, n: int, compress: str, other_sites: int = 0) -> tupl
         f = _Counted(raw)
         f.write(b"[\n")
         first = True
-        for item in copies(items, n, other_sites):
+        for item in copies(items, n, other_sites, filler):
             f.write(b"" if first else b",\n")
             f.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
             first = False
@@ -120,7 +129,7 @@ def write_inputs(tmp: Path, n: int, compress: str, other_sites: int = 0) -> tupl
                 f") ENGINE=InnoDB DEFAULT CHARSET=binary;\nLOCK TABLES `{SITELINKS_TABLE}` WRITE;\n"
                 .encode())
         line: list[bytes] = []
-        for item in copies(items, n, other_sites):
+        for item in copies(items, n, other_sites, filler):
             if not item["id"].startswith("Q") or not isinstance(item.get("sitelinks"), dict):
                 continue
             for site, link in item["sitelinks"].items():
@@ -154,6 +163,7 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=3000, help="copies of the sample's items")
     ap.add_argument("--other-sites", type=int, default=0, choices=range(len(OTHER_SITES) + 1),
                     metavar=f"0..{len(OTHER_SITES)}", help="more sitelinks per item, to other wikis")
+    ap.add_argument("--filler", type=int, default=0, help="items without sitelinks per item")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--compress", choices=("gz", "bz2", "none"), default="gz")
     ap.add_argument("--smoke", action="store_true", help="a tiny run that checks the script works")
@@ -163,7 +173,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        json_path, sql_path, rows, sizes = write_inputs(tmp, args.copies, args.compress, args.other_sites)
+        json_path, sql_path, rows, sizes = write_inputs(tmp, args.copies, args.compress, args.other_sites,
+                                                        args.filler)
         json_wall, json_cpu, json_stats = measure(json_path, tmp / "json", args.repeat)
         sql_wall, sql_cpu, sql_stats = measure(sql_path, tmp / "sql", args.repeat)
         for lang in LANGS:
@@ -173,8 +184,8 @@ def main() -> None:
         packed = {"json": json_path.stat().st_size, "sql": sql_path.stat().st_size}
     items, lines = json_stats["items"], json_stats["lines"]
     assert sql_stats["rows"] == rows and sql_stats["sitelinks"] == json_stats["sitelinks"]
-    print(f"{args.copies} copies of the sample's items (+{args.other_sites} other sites each): "
-          f"{items:,} items with a sitelink to the "
+    print(f"{args.copies} copies of the sample's items (+{args.other_sites} other sites each, "
+          f"{args.filler} items without sitelinks per item): {items:,} items with a sitelink to the "
           f"{len(LANGS)} Wikipedias, {sum(json_stats['sitelinks'].values()):,} such sitelinks; "
           f"JSON {lines:,} entity lines ({sizes['json'] / 1e6:.1f} MB, {packed['json'] / 1e6:.1f} "
           f"MB {args.compress}), SQL {rows:,} rows ({sizes['sql'] / 1e6:.1f} MB, "
