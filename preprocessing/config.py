@@ -15,9 +15,9 @@ LANGUAGES = (
     "ar bn de el en es fi fr hi id it ja ko nl pl pt ru sv sw te th tr vi zh".split()
 )
 # Any Wikipedia works. Its code is the xx of xx.wikipedia.org: an ISO 639 code, possibly with
-# subtags (zh-yue, be-tarask, zh-min-nan), or "simple". New Wikipedias open every year, so the
-# form is checked here, not membership in a list.
-WIKIPEDIA_CODE = re.compile(r"[a-z]{2,3}(?:-[a-z]{2,8})*|simple")
+# subtags (zh-yue, be-tarask, zh-min-nan, be-x-old), or "simple". New Wikipedias open every
+# year, so the form is checked here, not membership in a list.
+WIKIPEDIA_CODE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*|simple")
 STAGES = ("extract", "interwiki", "entity_vocab", "dataset")
 
 

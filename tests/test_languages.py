@@ -46,7 +46,8 @@ def _cfg(tmp_path, dumps) -> PreprocessConfig:
 
 
 def test_any_plausible_wikipedia_code_is_accepted(tmp_path, caplog):
-    dumps = {code: str(BG) for code in ("bg", "zh-yue", "be-tarask", "simple", "zh-min-nan", "xqz")}
+    dumps = {code: str(BG) for code in ("bg", "zh-yue", "be-tarask", "be-x-old", "simple", "zh-min-nan",
+                                        "xqz")}
     with caplog.at_level(logging.WARNING):
         assert validate(_cfg(tmp_path, dumps)) == list(dumps)
     # A code of the right form that no Wikipedia had when this was written: a warning, no error.
@@ -54,7 +55,7 @@ def test_any_plausible_wikipedia_code_is_accepted(tmp_path, caplog):
     assert "'bg'" not in caplog.text and "'zh-yue'" not in caplog.text
 
 
-@pytest.mark.parametrize("code", ["english", "EN", "en_US", "bgwiki", "e", "1", "en-", "zh yue"])
+@pytest.mark.parametrize("code", ["english", "EN", "en_US", "bgwiki", "e", "1", "en-", "zh yue", "zh--yue"])
 def test_implausible_code_fails_before_any_work(tmp_path, code):
     with pytest.raises(PreprocessError) as err:
         validate(_cfg(tmp_path, {code: str(BG)}))
@@ -271,9 +272,9 @@ def test_25_languages_end_to_end(run25):
     # Bulgarian titles share the ids of the other languages' titles of their Wikidata item.
     assert ids[("Берлин", "bg")] == ids[("Berlin", "en")] == ids[("ベルリン", "ja")]
     assert ids[("Париж", "bg")] == ids[("Paris", "fr")]
-    # The 17 generated dumps' "Paris" pages: enwiki-style titles of the same item where Wikidata
-    # says so (itwiki's is "Parigi"), otherwise their own entities.
-    assert ids[("Paris", "es")] != ids[("Paris", "en")]
+    # The generated dumps' "Paris" pages: no sitelink of the sample names them (Q90's itwiki
+    # title is "Parigi", it has no eswiki one), so each is an entity of its own language.
+    assert ids[("Paris", "es")] != ids[("Paris", "it")] != ids[("Paris", "en")] == ids[("Paris", "fr")]
 
 
 def test_disambiguation_signals_in_stats(run25):
