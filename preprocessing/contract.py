@@ -55,7 +55,7 @@ STAT_KEYS = ("pages", "redirects", "disambiguation", "skipped", "paragraphs", "s
 # entities. stats.json holds {signal: pages} per language under DISAMBIGUATION_SIGNALS_KEY.
 DISAMBIGUATION_SIGNALS = ("template", "magic_word", "category", "wikidata")
 DISAMBIGUATION_SIGNALS_KEY = "disambiguation_signals"
-DISAMBIGUATION_SIGNALS_FILE = "disambiguation_signals.json"  # in pages/<lang>/
+DISAMBIGUATION_SIGNALS_FILE = "disambiguation_signals.tsv"  # in pages/<lang>/: title<TAB>signal
 
 
 # ---------------------------------------------------------------- paths under OUT
@@ -66,11 +66,12 @@ class DataDir:
         self.root = Path(root)
 
     def pages(self, lang: str) -> Path:
-        """pages.jsonl, redirects.tsv, disambiguation.txt, stats.json of one language."""
+        """pages.jsonl, redirects.tsv, disambiguation.txt (+ disambiguation_signals.tsv), stats.json
+        of one language."""
         return self.root / "pages" / lang
 
     def disambiguation_signals(self, lang: str) -> Path:
-        """{signal: pages} of the extract stage's disambiguation pages (DISAMBIGUATION_SIGNALS)."""
+        """What found each of the extract stage's disambiguation pages: title<TAB>signal lines."""
         return self.pages(lang) / DISAMBIGUATION_SIGNALS_FILE
 
     def truncated_pages(self, lang: str) -> Path:

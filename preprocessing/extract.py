@@ -1,4 +1,5 @@
-"""The extract stage: one dump → pages.jsonl, redirects.tsv, disambiguation.txt, stats.json.
+"""The extract stage: one dump → pages.jsonl, redirects.tsv, disambiguation.txt (+ the signal
+that found each: disambiguation_signals.tsv), stats.json.
 
 The main process reads the dump (decompression + XML) and writes the output; worker processes
 parse wikitext. Pages go to the workers in batches through a bounded window of pending batches,
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .contract import DISAMBIGUATION_SIGNALS, DISAMBIGUATION_SIGNALS_FILE, EXTRACT_STAT_KEYS
+from .contract import DISAMBIGUATION_SIGNALS_FILE, EXTRACT_STAT_KEYS
 from .dumps import DumpError, DumpReader, Page, open_dump
 from .titles import normalize_title
 from .wikitext import WikitextParser, disambiguation_signal
@@ -144,7 +145,6 @@ def extract_dump(
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = {**dict.fromkeys(EXTRACT_STAT_KEYS, 0), "skipped": {}, "other_namespaces": 0,
              "truncated": False}
-    signals = dict.fromkeys(DISAMBIGUATION_SIGNALS[:-1], 0)  # which signal found each
     reader = DumpReader(dump_path)
     size = dump_path.stat().st_size
     bar = tqdm(total=size, unit="B", unit_scale=True, desc=f"extract {lang}", disable=not progress,
@@ -152,8 +152,8 @@ def extract_dump(
     logged = 0
     error: DumpError | None = None
     start = time.perf_counter()
-    files = {name: open(out_dir / name, "w", encoding="utf-8")
-             for name in ("pages.jsonl", "redirects.tsv", "disambiguation.txt")}
+    names = ("pages.jsonl", "redirects.tsv", "disambiguation.txt", DISAMBIGUATION_SIGNALS_FILE)
+    files = {name: open(out_dir / name, "w", encoding="utf-8") for name in names}
     out = {"pages": files["pages.jsonl"], "redirects": files["redirects.tsv"],
            "disambiguation": files["disambiguation.txt"]}
     try:
@@ -168,8 +168,8 @@ def extract_dump(
                     stats["links"] += result[3]
                 elif kind == "disambiguation":
                     out["disambiguation"].write(title + "\n")
+                    files[DISAMBIGUATION_SIGNALS_FILE].write(f"{title}\t{result[1]}\n")
                     stats["disambiguation"] += 1
-                    signals[result[1]] += 1
                 else:
                     reason = result[1]
                     stats["skipped"][reason] = stats["skipped"].get(reason, 0) + 1
@@ -189,7 +189,6 @@ def extract_dump(
         bar.close()
     (out_dir / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=1) + "\n",
                                         encoding="utf-8")
-    (out_dir / DISAMBIGUATION_SIGNALS_FILE).write_text(json.dumps(signals) + "\n", encoding="utf-8")
     if error is not None:
         if not allow_truncated:
             raise error

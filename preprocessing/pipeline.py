@@ -230,7 +230,12 @@ STAGE_FUNCTIONS = {
 def _disambiguation_signals(out: Path, lang: str, vocab_stats: dict) -> dict:
     """{signal: pages}: the extract stage's counts, and Wikidata's where it gave that signal."""
     path = DataDir(out).disambiguation_signals(lang)
-    signals = json.loads(path.read_text()) if path.exists() else {}
+    signals = {}
+    if path.exists():
+        signals = dict.fromkeys(DISAMBIGUATION_SIGNALS[:-1], 0)
+        for line in path.read_text(encoding="utf-8").splitlines():
+            signal = line.rpartition("\t")[2]
+            signals[signal] = signals.get(signal, 0) + 1
     wikidata = vocab_stats.get("languages", {}).get(lang, {}).get("disambiguation_wikidata")
     if wikidata is not None:
         signals["wikidata"] = wikidata

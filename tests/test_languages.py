@@ -22,7 +22,7 @@ from preprocessing.wikitext import WikitextParser, disambiguation_signal, parse_
 SAMPLE = Path(__file__).resolve().parents[1] / "sample"
 BG = SAMPLE / "more" / "bgwiki-sample.xml"
 EXTRACT_FILES = ("pages.jsonl", "redirects.tsv", "disambiguation.txt", "stats.json",
-                 "disambiguation_signals.json")
+                 "disambiguation_signals.tsv")
 
 
 def utf16(path: Path, tmp_path: Path) -> Path:
@@ -103,8 +103,7 @@ def test_bulgarian_dump_utf8_and_utf16(tmp_path):
     assert (out / "redirects.tsv").read_text(encoding="utf-8") == "ФРГ\tГермания\nГрад на светлината\tПариж\n"
     # __DISAMBIG__ (English, valid on every wiki); {{Пояснение}} alone is not known here.
     assert (out / "disambiguation.txt").read_text(encoding="utf-8") == "Берлин (пояснение)\n"
-    assert json.loads((out / "disambiguation_signals.json").read_text()) == {
-        "template": 0, "magic_word": 1, "category": 0}
+    assert (out / "disambiguation_signals.tsv").read_text(encoding="utf-8") == "Берлин (пояснение)\tmagic_word\n"
 
     extract_dump(utf16(BG, tmp_path), "bg", tmp_path / "utf16", num_workers=2, progress=False)
     for name in EXTRACT_FILES:
