@@ -1,4 +1,5 @@
-"""The extract stage: one dump → pages.jsonl, redirects.tsv, disambiguation.txt, stats.json.
+"""The extract stage: one dump → pages.jsonl, redirects.tsv, disambiguation.txt (+ the signal
+that found each: disambiguation_signals.tsv), stats.json.
 
 The main process reads the dump (decompression + XML) and writes the output; worker processes
 parse wikitext. Pages go to the workers in batches through a bounded window of pending batches,
@@ -25,10 +26,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .contract import EXTRACT_STAT_KEYS
+from .contract import DISAMBIGUATION_SIGNALS_FILE, EXTRACT_STAT_KEYS
 from .dumps import DumpError, DumpReader, Page, open_dump
 from .titles import normalize_title
-from .wikitext import WikitextParser, is_disambiguation
+from .wikitext import WikitextParser, disambiguation_signal
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,14 @@ BATCH_PAGES = 64  # pages per task sent to a worker
 BATCH_CHARS = 2_000_000  # ... or fewer when pages are long
 MAX_LOGGED_SKIPS = 5
 
-# Old dumps without <redirect title=...>: the text starts with #REDIRECT (or a local form).
+# Old dumps without <redirect title=...>: the text starts with #REDIRECT (accepted on every wiki)
+# or a local form (MediaWiki's Messages*.php).
 _REDIRECT = re.compile(
     r"\s*#(?:REDIRECT|WEITERLEITUNG|REDIRECTION|REDIRECCIÓN|REDIRECCION|RINVIA|RINVIO|"
     r"DOORVERWIJZING|PATRZ|PRZEKIERUJ|TAM|REDIRECIONAMENTO|ПЕРЕНАПРАВЛЕНИЕ|ПЕРЕНАПР|転送|"
     r"リダイレクト|重定向|تحويل|अनुप्रेषित|पुनर्निर्देशित|เปลี่ยนทาง|ΑΝΑΚΑΤΕΥΘΥΝΣΗ|OHJAUS|"
     r"UUDELLEENOHJAUS|ALIH|넘겨주기|OMDIRIGERING|YÖNLENDİRME|YÖNLENDIRME|YÖNLENDİR|ĐỔI|"
-    r"পুনর্নির্দেশ|దారిమార్పు|ELEKEZA)"
+    r"পুনর্নির্দেশ|దారిమార్పు|ELEKEZA|ПРЕНАСОЧВАНЕ|ВИЖ|ПЕРЕНАПРАВЛЕННЯ|PŘESMĚRUJ)"
     r"\s*:?\s*\[\[([^\]|]+)",
     re.IGNORECASE,
 )
@@ -54,13 +56,14 @@ def _parser(lang: str, namespaces: tuple[tuple[int, str], ...]) -> WikitextParse
 
 def _process_batch(lang: str, namespaces: tuple, batch: list[tuple[int, str, str]]) -> list[tuple]:
     """Parse (id, title, text) pages. Returns per page one of ("page", json_line, n_paragraphs,
-    n_links), ("disambiguation", title) or ("skipped", reason, error)."""
+    n_links), ("disambiguation", signal) or ("skipped", reason, error)."""
     results = []
     parser = _parser(lang, namespaces)
     for page_id, title, text in batch:
         try:
-            if is_disambiguation(text, lang):
-                results.append(("disambiguation", title))
+            signal = disambiguation_signal(text, lang, parser.siteinfo)
+            if signal:
+                results.append(("disambiguation", signal))
                 continue
             paragraphs = parser.parse(text)
             if not paragraphs:
@@ -149,8 +152,8 @@ def extract_dump(
     logged = 0
     error: DumpError | None = None
     start = time.perf_counter()
-    files = {name: open(out_dir / name, "w", encoding="utf-8")
-             for name in ("pages.jsonl", "redirects.tsv", "disambiguation.txt")}
+    names = ("pages.jsonl", "redirects.tsv", "disambiguation.txt", DISAMBIGUATION_SIGNALS_FILE)
+    files = {name: open(out_dir / name, "w", encoding="utf-8") for name in names}
     out = {"pages": files["pages.jsonl"], "redirects": files["redirects.tsv"],
            "disambiguation": files["disambiguation.txt"]}
     try:
@@ -165,6 +168,7 @@ def extract_dump(
                     stats["links"] += result[3]
                 elif kind == "disambiguation":
                     out["disambiguation"].write(title + "\n")
+                    files[DISAMBIGUATION_SIGNALS_FILE].write(f"{title}\t{result[1]}\n")
                     stats["disambiguation"] += 1
                 else:
                     reason = result[1]
