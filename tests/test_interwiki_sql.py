@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from preprocessing.config import PreprocessConfig
-from preprocessing.interwiki import (WikidataError, build_interwiki, input_format, load_disambiguation,
-                                     load_interwiki)
+from preprocessing.interwiki import WikidataError, build_interwiki, input_format, load_disambiguation, load_interwiki
 from preprocessing.pipeline import PreprocessError, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,13 +270,3 @@ def test_disambiguation_items_from_the_json_dump(tmp_path):
     # Their sitelinks are still written: the vocabulary stage leaves them out.
     assert (tmp_path / "out" / "en.tsv").read_text(encoding="utf-8").splitlines() == [
         "Mercury\tQ10", "Disambiguation (film)\tQ11", "Smith\tQ12", "Mercury (disambiguation)\tQ13"]
-
-
-def test_benchmark_smoke():
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "interwiki.py"), "--smoke"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    figures = dict(pair.split("=") for pair in result.stdout.strip().splitlines()[-1].split())
-    assert set(figures) == {"json_lines_per_s", "sql_rows_per_s", "json_items_per_s", "sql_items_per_s",
-                            "sql_speedup", "sql_cpu_speedup", "sql_mb_per_s", "sql_rows", "identical"}
-    assert figures["identical"] == "1" and int(figures["sql_rows"]) == 20 * 117
