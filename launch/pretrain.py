@@ -32,11 +32,12 @@ def main(cfg) -> None:
     cfg = OmegaConf.to_object(cfg)
     # Heavy imports (torch, deepspeed) only now, so a bad override fails at once.
     from pretrain.data import DataError
+    from pretrain.distributed import DistributedError
     from pretrain.trainer import TrainingError, run
 
     try:
         summary = run(cfg)
-    except (ConfigError, DataError, TrainingError) as e:
+    except (ConfigError, DataError, DistributedError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -26,6 +26,9 @@ class EntityVocabConfig:
     size: int = 1_200_000
     # mLUKE keeps entities that appear in at least 3 languages.
     min_num_languages: int = 3
+    # Each language's entities are first cut to its most-linked ones (mLUKE: 1,000,000 entries per
+    # language, the 3 special entities included), before languages are merged by QID.
+    per_language_size: int = 1_000_000
 
 
 @dataclass

@@ -100,15 +100,26 @@ def count_entities(lang_dir, progress: bool = False,
     return counts, stats
 
 
+def _most_linked(counts: Counter, n: int) -> Counter:
+    """The n most-linked titles (ties by title, so the cut does not depend on the order pages were read)."""
+    if len(counts) <= n:
+        return counts
+    return Counter(dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:max(0, n)]))
+
+
 def _count_job(args):
     return count_entities(*args)
 
 
 def build_entity_vocab(
     pages_root, languages, out_jsonl, out_json, interwiki_dir=None, size: int = 1_200_000,
-    min_num_languages: int = 3, progress: bool = True, num_workers: int = 1,
+    min_num_languages: int = 3, progress: bool = True, num_workers: int = 1, per_language_size: int = 1_000_000,
 ) -> dict:
-    """Build the vocabulary from pages_root/<lang>/ (+ interwiki/); return its stats."""
+    """Build the vocabulary from pages_root/<lang>/ (+ interwiki/); return its stats.
+
+    As the reference, each language's entities are first cut to its `per_language_size` most-linked ones
+    (the reference's per-language vocabulary files hold that many entries, its 3 special ones included),
+    then merged across languages by QID."""
     from .interwiki import load_disambiguation, load_interwiki
 
     languages = list(languages)
@@ -122,8 +133,11 @@ def build_entity_vocab(
                                 desc="entity counts", disable=not progress))
     else:
         results = [_count_job(job) for job in jobs]
-    counts = {lang: c for lang, (c, _) in zip(languages, results)}
-    stats: dict = {"languages": {lang: s for lang, (_, s) in zip(languages, results)}}
+    keep = per_language_size - len(SPECIAL_ENTITIES)
+    counts = {lang: _most_linked(c, keep) for lang, (c, _) in zip(languages, results)}
+    stats: dict = {"languages": {lang: s for lang, (_, s) in zip(languages, results)},
+                   "dropped_per_language_size": {lang: len(c) - len(counts[lang]) for lang, (c, _) in
+                                                 zip(languages, results)}}
 
     qids = {}
     if interwiki_dir is not None:

@@ -73,7 +73,7 @@ def validate(cfg: PreprocessConfig) -> list[str]:
         raise PreprocessError(
             "the dataset stage needs tokenizer=NAME_OR_DIR (e.g. tokenizer=xlm-roberta-base)"
         )
-    for key in ("size", "min_num_languages"):
+    for key in ("size", "min_num_languages", "per_language_size"):
         if getattr(cfg.entity_vocab, key) < 1:
             raise PreprocessError(f"entity_vocab.{key} must be >= 1")
     return languages
@@ -157,6 +157,7 @@ def run_entity_vocab(cfg: PreprocessConfig, out: Path, languages: list[str]) -> 
             stats = build_entity_vocab(
                 data.pages_root, languages, tmp_jsonl, tmp_flat, interwiki_dir=interwiki,
                 size=cfg.entity_vocab.size, min_num_languages=cfg.entity_vocab.min_num_languages,
+                per_language_size=cfg.entity_vocab.per_language_size,
                 progress=cfg.progress, num_workers=_num_workers(cfg),
             )
     except (WikidataError, FileNotFoundError) as e:

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
 DS_TAG = "ds"
+UNIVERSAL_TAG = "ds_universal"  # DeepSpeed's universal form of DS_TAG, made when the world size changes
 PREFIX = "step_"
 TRAINER_STATE = "trainer_state.json"
 MODEL_CONFIG = "model_config.json"
@@ -124,17 +125,49 @@ def prune(run_dir: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(engine, path: Path, rank: int) -> dict:
-    """Collective. Restores engine state and this rank's RNG; returns trainer_state.json."""
-    load_path, _ = engine.load_checkpoint(str(path), tag=DS_TAG, load_optimizer_states=True,
+def load_checkpoint(engine, path: Path, rank: int, universal: bool = False) -> dict:
+    """Collective. Restores engine state (weights, optimizer, schedule) and this rank's RNG; returns
+    trainer_state.json. `universal`: the checkpoint was written by another number of ranks; DeepSpeed loads
+    its universal form (see `make_universal`), and each rank keeps the generators it was seeded with (the
+    old ranks' states do not map onto the new ones)."""
+    tag = UNIVERSAL_TAG if universal else DS_TAG
+    load_path, _ = engine.load_checkpoint(str(path), tag=tag, load_optimizer_states=True,
                                           load_lr_scheduler_states=True)
     if load_path is None:
-        raise RuntimeError(f"DeepSpeed could not load {path / DS_TAG}")
-    rng_file = path / f"rng_rank{rank}.pt"
-    if not rng_file.is_file():
-        raise RuntimeError(f"{rng_file} missing: was the checkpoint written with a different number of ranks?")
-    set_rng_state(torch.load(rng_file, weights_only=False))
+        raise RuntimeError(f"DeepSpeed could not load {path / tag}")
+    if not universal:
+        set_rng_state(torch.load(path / f"rng_rank{rank}.pt", weights_only=False))
     return read_trainer_state(path)
+
+
+def make_universal(path: Path) -> Path:
+    """Rank 0, once: DeepSpeed's universal checkpoint (one file per parameter with its fp32 weights and
+    optimizer moments, loadable by any number of ranks) beside the checkpoint's ZeRO shards, written into a
+    temporary directory and renamed into place when complete."""
+    import subprocess
+    import sys
+
+    final = Path(path) / UNIVERSAL_TAG
+    if final.is_dir():
+        return final
+    tmp = Path(path) / f".tmp-{UNIVERSAL_TAG}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info(f"converting {path / DS_TAG} to DeepSpeed's universal checkpoint (the number of ranks changed)")
+    done = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
+                           str(Path(path) / DS_TAG), "--output_folder", str(tmp), "--inject_missing_state",
+                           "--num_extract_workers", "1", "--num_merge_workers", "1"],
+                          capture_output=True, text=True)
+    if done.returncode:
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise CheckpointError(f"{path}: cannot convert it to a universal checkpoint for the new number of ranks "
+                              f"({last}); resume with the original number of ranks")
+    tmp.rename(final)
+    return final
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used as asked; one line for the user."""
 
 
 def read_trainer_state(path: Path) -> dict:

@@ -101,7 +101,9 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     eval_every: int = 1000  # 0 disables periodic evaluation
     eval_batches: int = 0  # 0 = the whole held-out slice
-    max_bad_steps: int = 10  # consecutive non-finite losses before stopping
+    max_bad_steps: int = 10  # consecutive steps with non-finite gradients (updates skipped) before stopping
+    # Under SLURM, a run stopped by a signal requeues its job (scontrol requeue) to resume from its checkpoint.
+    requeue: bool = True
     progress: bool = True
     export: bool = True  # write RUN_DIR/export (HF format) at the end
 

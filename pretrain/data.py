@@ -210,7 +210,6 @@ class TrainLoader:
         mine = self._full_state()
         for key, what in (
             ("fingerprint", "the training data changed (data.dir, data.languages or data.eval_examples)"),
-            ("world_size", "the number of ranks changed"),
             ("micro_batch_size", "trainer.micro_batch_size changed"),
             ("per_batch", "data.sample_languages_by changed"),
             ("seed", "seed changed"),

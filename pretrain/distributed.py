@@ -10,6 +10,10 @@ import torch
 import torch.distributed as dist
 
 
+class DistributedError(Exception):
+    """The processes were started in a way that cannot train; one line for the user."""
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now (for MASTER_PORT / `deepspeed --master_port`)."""
     with socket.socket() as s:
@@ -22,6 +26,11 @@ def init_distributed() -> tuple[int, int, int, torch.device]:
     import deepspeed
 
     if "RANK" not in os.environ:  # plain python: a world of one
+        tasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)
+        if tasks > 1:  # srun started copies of this program, not ranks of one job
+            raise DistributedError(
+                f"started by srun as one of {tasks} tasks without torchrun or deepspeed: each task would train "
+                "alone in the same run_dir; run `srun torchrun ... launch/pretrain.py` (launch/slurm_pretrain.sh)")
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(free_port()))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -50,3 +59,21 @@ def all_reduce(t: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
         else:
             dist.all_reduce(t, op=op)
     return t
+
+
+def requeue_slurm_job() -> str | None:
+    """Under SLURM, put this job back in the queue (`scontrol requeue`): a job that stops after its preemption
+    checkpoint would otherwise end COMPLETED (or TIMEOUT, which --requeue does not requeue) and never resume.
+    Returns what was done, for the log; None outside SLURM."""
+    import subprocess
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"could not requeue SLURM job {job}: {e}"
+    if done.returncode:
+        return f"could not requeue SLURM job {job}: {(done.stderr or done.stdout).strip()}"
+    return f"requeued SLURM job {job}: it resumes from this checkpoint"

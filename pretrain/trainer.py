@@ -22,7 +22,7 @@ import torch.distributed as dist
 from . import checkpoint
 from .config import PretrainConfig, derive, validate
 from .data import PretrainingData, TrainLoader, check_fits, check_same_tokenizer, eval_batches
-from .distributed import all_reduce, barrier, init_distributed
+from .distributed import all_reduce, barrier, init_distributed, requeue_slurm_job
 from .metrics import (HEADS, MetricsLogger, RunningSums, Timer, batch_flops, git_commit, head_names, head_sums, mfu,
                       peak_flops, setup_logging)
 from .optim import apply_stage, make_optimizer, warmup_decay
@@ -97,7 +97,6 @@ class Trainer:
         setup_logging(run_dir, self.rank)
         bf16_ok = self.device.type != "cuda" or torch.cuda.is_bf16_supported()
         self.derived = d = derive(cfg, self.world, self.device.type, bf16_ok)
-        torch.manual_seed(cfg.seed + self.rank)  # dropout differs per rank; restored exactly on resume
 
         if self.rank == 0:
             checkpoint.remove_stale_tmp(run_dir)
@@ -106,14 +105,26 @@ class Trainer:
         from omegaconf import OmegaConf
 
         self.resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+        universal = False
         if resume_from is not None:  # before anything is built from the checkpoint
-            checkpoint.check_same_run(checkpoint.read_trainer_state(resume_from)["config"], self.resolved,
-                                      resume_from)
+            saved = checkpoint.read_trainer_state(resume_from)
+            checkpoint.check_same_run(saved["config"], self.resolved, resume_from)
+            universal = saved["world_size"] != self.world  # DeepSpeed reads such a checkpoint in universal form
+            if universal:
+                log.warning(f"{resume_from} was written by {saved['world_size']} ranks, this run has {self.world}: "
+                            "resuming from its universal form (schedule, optimizer and data position continue)")
+                if self.rank == 0:
+                    checkpoint.make_universal(resume_from)
+                barrier()
+                d.deepspeed["checkpoint"] = {"load_universal": True}
 
         self.data = data = PretrainingData(cfg.data.dir, cfg.data.languages, cfg.data.eval_examples)
         self.model, source = build_model(cfg, data, resume_from)
         check_fits(data.metadata, self.model.config, cfg.data.dir)
         trainable = apply_stage(self.model, cfg.stage.name)
+        # After the model is built (initialization seeds every rank alike): dropout differs per rank. A resumed
+        # run restores each rank's generators from the checkpoint instead.
+        torch.manual_seed(cfg.seed + self.rank)
         log.info(f"model from {source}: {self.model.num_parameters():,} parameters, {trainable:,} trainable "
                  f"(stage {cfg.stage.name}); world {self.world}, micro batch {cfg.trainer.micro_batch_size}, "
                  f"grad accumulation {d.grad_accum}, precision {d.precision}, ZeRO {cfg.deepspeed.zero_stage}")
@@ -127,13 +138,13 @@ class Trainer:
             dist_init_required=False,
         )
         self.collate = self._make_collate()
-        self.loader = TrainLoader(data, self.collate, cfg.trainer.micro_batch_size, self.rank, self.world, cfg.seed,
+        self.loader = TrainLoader(data, self._prepare, cfg.trainer.micro_batch_size, self.rank, self.world, cfg.seed,
                                   cfg.data.sampling_alpha, cfg.data.prefetch, cfg.data.sample_languages_by == "batch")
         self.derived_record = {**asdict(d), "git_commit": git_commit(), "data_fingerprint": data.fingerprint,
                                "model_source": source}
-        self.step, self.counters = 0, {"bad_batches": 0, "tokens": 0}
+        self.step, self.counters = 0, {"skipped_steps": 0, "tokens": 0}
         if resume_from is not None:
-            state = checkpoint.load_checkpoint(self.engine, resume_from, self.rank)
+            state = checkpoint.load_checkpoint(self.engine, resume_from, self.rank, universal)
             self.loader.load_state_dict(state["data"])
             self.step, self.counters = state["step"], state["counters"]
             log.info(f"resumed from {resume_from} at step {self.step}")
@@ -146,11 +157,11 @@ class Trainer:
         languages = data.languages
         self.sums = RunningSums(
             ["loss", "micro_batches", *head_names(), *(n for lang in languages for n in head_names(f"{lang}/"))],
-            ["words", "entities", "flops", "data_seconds", "seconds"], self.device)
+            ["words", "entities", "padded", "flops", "data_seconds", "seconds"], self.device)
         self.timer = Timer()
         self.peak = peak_flops(self.device)
         self.lr = self.scheduler.get_last_lr()[0]
-        self.bad_in_a_row = 0
+        self.skipped_in_a_row = 0
         self.batches = None
 
     def _make_collate(self):
@@ -168,57 +179,63 @@ class Trainer:
         )
         return lambda rows, seed: collator(rows, generator=seed)
 
+    def _prepare(self, rows, seed: int) -> tuple[dict, dict]:
+        """In the loader's thread: a masked micro-batch, its host-side figures (counted here, on the host copy,
+        so the training step reads nothing back from the device), and pinned memory on GPUs (a copy from
+        pageable memory would wait for the GPU)."""
+        batch = self.collate(rows, seed)
+        words, entities = int(batch["attention_mask"].sum()), int(batch["entity_attention_mask"].sum())
+        facts = {"words": words, "entities": entities, "flops": batch_flops(self.model.config, batch),
+                 "padded": batch["attention_mask"].numel() + batch["entity_attention_mask"].numel()}
+        if self.device.type == "cuda":
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        return batch, facts
+
     # -------------------------------------------------------------- one optimizer step
 
     def train_step(self) -> None:
-        """grad_accum micro-batches, one optimizer step. Figures go to `self.sums` (read back at log steps)."""
+        """grad_accum micro-batches, one optimizer step. Nothing here waits for the device: figures go to
+        `self.sums`, read back at log steps. A step whose gradients are not finite is skipped by DeepSpeed
+        (ZeRO 1-3, fp16); its micro-batches' figures are left out of the sums on the device."""
         if self.batches is None:
             self.batches = iter(self.loader)
             self.engine.train()
         self.lr = self.scheduler.get_last_lr()[0]  # the rate this step's update uses
-        micro = 0
-        while micro < self.derived.grad_accum:
+        skipped = self.engine.skipped_steps
+        for _ in range(self.derived.grad_accum):
             t0 = time.perf_counter()
-            batch, langs = next(self.batches)
-            # Counted on the host copy: the same sums on the device would each cost a sync.
-            words, entities = int(batch["attention_mask"].sum()), int(batch["entity_attention_mask"].sum())
-            flops = batch_flops(self.model.config, batch)
-            if self.device.type == "cuda":  # a copy from pageable memory first waits for the GPU; pinned ones
-                batch = {k: v.pin_memory() for k, v in batch.items()}  # don't (not measurable on CPU hosts)
+            (batch, facts), langs = next(self.batches)
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            data_seconds = time.perf_counter() - t0
+            self.sums.add_host(**facts, data_seconds=time.perf_counter() - t0)
             out = self.engine(batch)
-            if not self._finite(out.loss):
-                continue
             self.engine.backward(out.loss)
             self.engine.step()
-            micro += 1
-            self.counters["tokens"] += words + entities
-            self.sums.add_host(words=words, entities=entities, flops=flops, data_seconds=data_seconds)
+            self.counters["tokens"] += facts["words"] + facts["entities"]
             self._add_outputs(out, langs)
         self.step += 1
+        if self.engine.skipped_steps > skipped:  # (a host counter: DeepSpeed has already synchronized for it)
+            self._skipped()
+        else:
+            self.skipped_in_a_row = 0
 
-    def _finite(self, loss: torch.Tensor) -> bool:
-        """Every rank must agree whether to skip (the backward is collective). The flag stays on the device
-        (NCCL reduces only CUDA tensors); reading it is the one host sync per micro-batch, unavoidable since
-        the decision must precede the backward."""
-        finite = all_reduce(torch.isfinite(loss.detach()).to(torch.float64), dist.ReduceOp.MIN)
-        if finite.item():
-            self.bad_in_a_row = 0
-            return True
-        self.counters["bad_batches"] += 1
-        self.bad_in_a_row += 1
-        log.warning(f"step {self.step + 1}: non-finite loss, batch skipped ({self.bad_in_a_row} in a row)")
-        if self.bad_in_a_row >= self.cfg.trainer.max_bad_steps:
-            raise TrainingError(f"{self.bad_in_a_row} non-finite losses in a row at step {self.step + 1}: lower "
-                                "the learning rate, use bf16/fp32, or resume from an earlier checkpoint")
-        return False
+    def _skipped(self) -> None:
+        """DeepSpeed skipped this step's update (non-finite gradients) and did not advance the schedule: advance
+        it here, so that the rate stays a function of the step (and max_steps keeps its meaning)."""
+        self.scheduler.step()
+        self.counters["skipped_steps"] += 1
+        self.skipped_in_a_row += 1
+        log.warning(f"step {self.step}: non-finite gradients, update skipped ({self.skipped_in_a_row} in a row)")
+        if self.skipped_in_a_row >= self.cfg.trainer.max_bad_steps:
+            raise TrainingError(f"{self.skipped_in_a_row} steps in a row with non-finite gradients at step "
+                                f"{self.step}: lower the learning rate, use bf16/fp32, or resume from an earlier "
+                                "checkpoint")
 
     def _add_outputs(self, out, langs: list[str]) -> None:
+        finite = torch.isfinite(out.loss.detach())  # a non-finite micro-batch counts nowhere (no sync: a mask)
         values = {"loss": out.loss, "micro_batches": torch.ones_like(out.loss), **head_sums(out)}
         if len(set(langs)) == 1:  # a one-language micro-batch: its figures are that language's
             values.update(head_sums(out, f"{langs[0]}/"))
-        self.sums.add_device(values)
+        self.sums.add_device({k: torch.where(finite, v.detach().to(torch.float64), 0.0) for k, v in values.items()})
 
     # -------------------------------------------------------------- the loop
 
@@ -248,6 +265,10 @@ class Trainer:
                 if stop:
                     status = "preempted"
                     log.warning(f"checkpointed at step {self.step} after a signal; exiting")
+                    if self.rank == 0 and t.requeue:  # every rank's part of the checkpoint is written
+                        outcome = requeue_slurm_job()
+                        if outcome:
+                            log.warning(outcome)
                     break
         finally:
             if self.batches is not None:
@@ -268,7 +289,7 @@ class Trainer:
         rec = {"step": self.step, "train/loss": s["loss"] / max(s["micro_batches"], 1)}
         rec.update({f"train/loss_{h}": s[f"{h}_loss"] / max(s[f"{h}_count"], 1) for h in HEADS})
         rec.update({f"train/acc_{h}": s[f"{h}_correct"] / max(s[f"{h}_count"], 1) for h in HEADS})
-        rec.update({"train/lr": self.lr, "train/skipped_batches": self.counters["bad_batches"]})
+        rec.update({"train/lr": self.lr, "train/skipped_steps": self.counters["skipped_steps"]})
         norm = self.engine.get_global_grad_norm()
         if norm is not None:
             rec["train/grad_norm"] = float(norm)
@@ -278,6 +299,7 @@ class Trainer:
         rec["throughput/tokens_per_s"] = (s["words"] + s["entities"]) / wall
         rec["throughput/word_tokens_per_s"] = s["words"] / wall
         rec["throughput/data_wait_pct"] = 100.0 * s["data_seconds"] / s["seconds"]
+        rec["throughput/padded_per_real_token"] = s["padded"] / max(s["words"] + s["entities"], 1)
         utilization = mfu(s["flops"], wall, self.peak, self.world)
         if utilization is not None:
             rec["throughput/mfu"] = utilization

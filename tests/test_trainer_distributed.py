@@ -4,16 +4,20 @@ way SLURM + torchrun start them (preemption: every rank checkpoints and exits 0)
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from pretrain_fixture import ROOT, pretrain_data, read_metrics, tiny_overrides  # noqa: F401
+import pytest
+import torch
+from pretrain_fixture import ROOT, compose, pretrain_data, read_metrics, tiny_overrides  # noqa: F401
 
 from pretrain import checkpoint
 from pretrain.distributed import free_port
+from pretrain.trainer import Trainer
 
 
 def command(args: list[str]) -> list[str]:
@@ -74,6 +78,8 @@ def test_two_ranks_preempted_and_resumed_match_an_uninterrupted_run(pretrain_dat
     assert (ckpt / "rng_rank1.pt").is_file() and sorted(p.name for p in (ckpt / "ds").glob("zero_pp_rank_*")) == [
         "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
 
+    shutil.copytree(run_dir, tmp_path / "one")  # for a resume on one rank below
+
     launch([*args(run_dir), "resume=auto"])
     got = read_metrics(run_dir)
     assert sorted(got) == list(range(1, 13))
@@ -81,6 +87,28 @@ def test_two_ranks_preempted_and_resumed_match_an_uninterrupted_run(pretrain_dat
         for key in ("train/loss", "train/loss_mlm", "train/loss_mep"):
             assert abs(got[step][key] - expected[step][key]) <= 1e-6 * abs(expected[step][key]), (step, key)
     assert "resumed from" in (run_dir / "logs" / "rank0.log").read_text()
+    # Each rank draws its own dropout: their generators differ.
+    final = checkpoint.latest_complete_checkpoint(tmp_path / "full")
+    states = [torch.load(final / f"rng_rank{r}.pt", weights_only=False)["torch"] for r in range(2)]
+    assert not torch.equal(*states)
+
+    # The same checkpoint on one rank (another cluster size): through DeepSpeed's universal checkpoint, with
+    # the schedule, the Adam moments and the data position of the 2-rank run.
+    one = Trainer(compose(args(tmp_path / "one")))
+    ckpt = tmp_path / "one" / "checkpoints" / ckpt.name
+    saved = checkpoint.read_trainer_state(ckpt)
+    assert (one.world, one.step, one.loader.state_dict()["position"]) == (1, saved["step"], saved["data"]["position"])
+    assert one.scheduler.last_batch_iteration == saved["step"] - 1
+    moments = sum(float((torch.load(f, weights_only=False)["param"] ** 2).sum())
+                  for f in (ckpt / checkpoint.UNIVERSAL_TAG / "zero").glob("*/exp_avg.pt"))
+    loaded = sum(float((state["exp_avg"] ** 2).sum()) for state in one.engine.optimizer.optimizer.state.values())
+    assert moments > 0 and loaded == pytest.approx(moments, rel=1e-6)
+    out = one.run()
+    assert out["status"] == "finished" and out["step"] == 12
+    resumed = read_metrics(tmp_path / "one")
+    assert [resumed[s]["train/lr"] for s in range(saved["step"] + 1, 13)] == [
+        expected[s]["train/lr"] for s in range(saved["step"] + 1, 13)]
+    assert "universal" in (tmp_path / "one" / "logs" / "rank0.log").read_text()
 
 
 def test_two_ranks_zero3_bf16_entity_stage_keeps_the_word_side_and_exports(pretrain_data, tmp_path):  # noqa: F811
@@ -92,7 +120,7 @@ def test_two_ranks_zero3_bf16_entity_stage_keeps_the_word_side_and_exports(pretr
     from pretrain.optim import ENTITY_SIDE
     from pretrain.weights import consolidated_state_dict, init_from_xlmr
 
-    launch(tiny_overrides(pretrain_data, tmp_path / "s1", "trainer.max_steps=2", "trainer.micro_batch_size=2",
+    launch(tiny_overrides(pretrain_data, tmp_path / "s1", "trainer.max_steps=3", "trainer.micro_batch_size=2",
                           "stage=entity", "deepspeed=zero3", "trainer.precision=bf16", "optim.lr.entity=1e-2"))
     ckpt = checkpoint.latest_complete_checkpoint(tmp_path / "s1")
     assert sorted(p.name for p in (ckpt / "ds").glob("*zero_pp_rank_*optim_states.pt")) == [
