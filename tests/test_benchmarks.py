@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # The figures each benchmark's last line must hold.
 FIGURES = {
+    "gpu_check.py": ("zero1_tokens_per_s", "zero1_data_wait_pct", "zero1_padded_per_real", "model_step_s"),
     "interwiki.py": ("json_lines_per_s", "sql_rows_per_s", "sql_speedup"),
     "model_step.py": ("speedup_vs_hf", "memory_ratio_vs_hf"),
     "preprocess.py": (),

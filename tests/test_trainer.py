@@ -174,6 +174,32 @@ def test_a_run_that_trains_on_drops_its_export_and_options_reach_the_model(pretr
     assert trainer.run()["step"] == 4 and (run_dir / "export" / "config.json").is_file()
 
 
+def test_under_slurm_a_preempted_run_requeues_its_job(pretrain_data, tmp_path, monkeypatch):  # noqa: F811
+    # SLURM's --requeue does not requeue a job that ends in TIMEOUT or COMPLETED: rank 0 asks for it.
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol-calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    with monkeypatch.context() as patch:
+        signal_after_step(patch, 1, signal.SIGTERM)
+        out = train(pretrain_data, tmp_path / "run", "trainer.max_steps=3", "trainer.export=false")
+    assert out["status"] == "preempted" and calls.read_text() == "requeue 4242\n"
+    assert "requeued SLURM job 4242" in (tmp_path / "run" / "logs" / "rank0.log").read_text()
+
+
+def test_srun_without_torchrun_is_refused_in_one_line(pretrain_data, tmp_path):  # noqa: F811
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
+    out = subprocess.run([sys.executable, str(ROOT / "launch" / "pretrain.py"),
+                          *tiny_overrides(pretrain_data, tmp_path / "run")],
+                         capture_output=True, text=True, env={**env, "SLURM_NTASKS": "2", "DS_ACCELERATOR": "cpu"},
+                         timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: started by srun as one of 2 tasks without torchrun")
+
+
 def test_only_the_newest_checkpoints_are_kept(pretrain_data, tmp_path):  # noqa: F811
     train(pretrain_data, tmp_path / "run", "trainer.max_steps=6", "trainer.checkpoint_every=2",
           "trainer.keep_checkpoints=2", "trainer.export=false")
