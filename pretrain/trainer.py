@@ -146,7 +146,7 @@ class Trainer:
         if resume_from is not None:
             state = checkpoint.load_checkpoint(self.engine, resume_from, self.rank, universal)
             self.loader.load_state_dict(state["data"])
-            self.step, self.counters = state["step"], state["counters"]
+            self.step, self.counters = state["step"], {**self.counters, **state["counters"]}
             log.info(f"resumed from {resume_from} at step {self.step}")
         if self.rank == 0:
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml({**self.resolved, "derived": self.derived_record}))
