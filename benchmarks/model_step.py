@@ -51,7 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--seq", type=int, default=None, help="words per example")
     p.add_argument("--entity-len", type=int, default=None, help="entities per example")
     p.add_argument("--steps", type=int, default=None, help="timed steps after one warm-up step; the fastest counts")
-    p.add_argument("--rounds", type=int, default=None, help="subprocess runs per model, alternating (default 2, smoke 1)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="subprocess runs per model, alternating (default 2, smoke 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--ragged", action="store_true", help="rows of random length and entity count (padding)")
     p.add_argument("--padded", action="store_true", help="our model in the padded layout also on CUDA")
@@ -273,11 +274,12 @@ def check(a) -> None:
                 model.unpad = unpad
                 out = model(batch)
                 out.loss.backward()
-                results.append((out.loss.item(), torch.cat([p.grad.float().flatten() for p in model.parameters()
+                results.append((out.loss.item(), torch.cat([p.grad.double().flatten() for p in model.parameters()
                                                             if p.grad is not None])))
             (padded, padded_grads), (unpadded, unpadded_grads) = results
             cosine = torch.cosine_similarity(padded_grads, unpadded_grads, dim=0).item()
-            print(f"  unpadded layout, {dtype}: loss {unpadded:.6f} vs padded {padded:.6f}, gradient cosine {cosine:.6f}")
+            print(f"  unpadded layout, {dtype}: loss {unpadded:.6f} vs padded {padded:.6f}, "
+                  f"gradient cosine {cosine:.6f}")
             exact = dtype == torch.float32
             assert abs(unpadded - padded) < (1e-5 if exact else 0.02) and cosine > (1 - 1e-6 if exact else 0.99)
     print("check passed")
@@ -325,11 +327,12 @@ def main():
           f"vocab={a.vocab} entities={a.entities} batch={a.batch} seq={a.seq} entity_len={a.entity_len} "
           f"padded/real tokens={ours['padded'] / tokens:.3f}")
     for name, r in results.items():
-        print(f"{name:5s} step {r['seconds'] * 1000:9.1f} ms ({r['cpu_seconds'] * 1000:9.1f} ms CPU)   peak step memory "
-              f"{r['peak_bytes'] / 2**20:9.1f} MiB   {words / r['seconds']:10.0f} word tokens/s")
+        print(f"{name:5s} step {r['seconds'] * 1000:9.1f} ms ({r['cpu_seconds'] * 1000:9.1f} ms CPU)   "
+              f"peak step memory {r['peak_bytes'] / 2**20:9.1f} MiB   {words / r['seconds']:10.0f} word tokens/s")
     utilization = mfu(ours["flops"], ours["seconds"], ours["peak_flops"])
-    print(f"ours: {tokens / ours['seconds']:.0f} tokens/s (words+entities), {ours['flops'] / ours['seconds'] / 1e12:.2f} "
-          "TFLOP/s" + (f", MFU {utilization:.1%}" if utilization is not None else " (MFU: peak unknown, pass --peak-tflops)"))
+    print(f"ours: {tokens / ours['seconds']:.0f} tokens/s (words+entities), "
+          f"{ours['flops'] / ours['seconds'] / 1e12:.2f} TFLOP/s"
+          + (f", MFU {utilization:.1%}" if utilization is not None else " (MFU: peak unknown, pass --peak-tflops)"))
     if "hf" in results:
         hf = results["hf"]
         print(f"speedup_vs_hf={hf['seconds'] / ours['seconds']:.2f} "

@@ -22,8 +22,8 @@ Differences from the HF model are in how things are computed, not in what is com
   embeddings, as in HF.
 
 The config is a `transformers.LukeConfig`. `config.gradient_checkpointing` (or the attribute of the
-same name on the model) turns on activation checkpointing per layer; the attribute `unpad` (None: on CUDA
-in half precision) chooses the `Packed` layout.
+same name on the model) turns on activation checkpointing per layer; the attribute `unpad` chooses the
+`Packed` layout (None: on CUDA in fp16/bf16, without entity-aware attention).
 """
 
 from __future__ import annotations
@@ -197,9 +197,10 @@ class Packed:
 
 
 def flash_varlen_supported(q: torch.Tensor, v: torch.Tensor) -> bool:
-    """Flash attention needs CUDA, fp16/bf16, and one head size for queries and values (entity-aware
-    attention widens queries and keys: it takes the padded path)."""
-    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.size(-1) == v.size(-1)
+    """Flash attention needs CUDA, fp16/bf16, and one head size (a multiple of 8, at most 256) for queries
+    and values (entity-aware attention widens queries and keys: it attends in the padded layout)."""
+    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.size(-1) == v.size(-1)
+            and q.size(-1) % 8 == 0 and q.size(-1) <= 256)
 
 
 def flash_varlen(q, k, v, cu_seqlens: torch.Tensor, max_seqlen: int, dropout_p: float, scale: float):
@@ -247,8 +248,8 @@ class SelfAttention(nn.Module):
         if self.entity_aware:
             words, entities = layout.split(x)
             (q_words, _), (k_words, k_entities) = layout.split(q), layout.split(k)
-            q = layout.merge(torch.cat([q_words, self.heads(self.w2e_query(words))], dim=-1),
-                             torch.cat([self.heads(self.e2w_query(entities)), self.heads(self.e2e_query(entities))], dim=-1))
+            q_entities = torch.cat([self.heads(self.e2w_query(entities)), self.heads(self.e2e_query(entities))], dim=-1)
+            q = layout.merge(torch.cat([q_words, self.heads(self.w2e_query(words))], dim=-1), q_entities)
             k = layout.merge(torch.cat([k_words, torch.zeros_like(k_words)], dim=-1),
                              torch.cat([torch.zeros_like(k_entities), k_entities], dim=-1))
         out = layout.attend(q, k, v, self.dropout_p if self.training else 0.0, 1.0 / math.sqrt(self.head_dim))
@@ -383,7 +384,7 @@ class MLukeForPretraining(nn.Module):
         super().__init__()
         self.config = config
         self.gradient_checkpointing = bool(getattr(config, "gradient_checkpointing", False))
-        self.unpad: bool | None = None  # the Packed layout; None: on CUDA in fp16/bf16
+        self.unpad: bool | None = None  # the Packed layout; None: on CUDA in fp16/bf16 without entity-aware attention
         self.luke = Luke(config)
         self.lm_head = LMHead(config)
         self.entity_predictions = EntityPredictionHead(config)
@@ -438,7 +439,9 @@ class MLukeForPretraining(nn.Module):
             entity_attention_mask = torch.ones_like(entity_ids)
         words = self.luke.embeddings(input_ids)
         entities = self.luke.entity_embeddings(entity_ids, entity_position_ids)
-        unpad = self.unpad if self.unpad is not None else words.is_cuda and words.dtype != torch.float32
+        unpad = self.unpad
+        if unpad is None:  # where attention can be flash attention over the packed sequences
+            unpad = words.is_cuda and words.dtype != torch.float32 and not self.config.use_entity_aware_attention
         if unpad and word_tokens is not None and entity_tokens is not None:
             layout = Packed(attention_mask, entity_attention_mask, word_tokens, entity_tokens)
         else:
