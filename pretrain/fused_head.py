@@ -6,19 +6,20 @@ is, up to fp32 rounding, `F.cross_entropy(F.linear(x, weight, bias).float(), lab
 number of rows whose label scores highest, with the gradients of `loss_sum` for x, weight and bias. mLUKE's
 heads project a few thousand masked positions onto 250,002 words and 1.2M entities: their logits, the fp32
 log-softmax and its gradient are GBs per micro-batch. Here rows are taken a chunk at a time (at most
-`CHUNK_ELEMENTS` logits): each chunk's logits give its log-sum-exp, label logit and row maximum, and, when a
-gradient is needed, become softmax - one-hot in place, from which the chunk's share of every gradient is
-accumulated at once. Nothing is recomputed (the FLOPs are those of the unfused head: forward, input and
-weight gradients, 6 * rows * in_features * vocab); `backward` only scales the stored gradients by the
-incoming one. The approach of Liger-Kernel's fused linear cross-entropy, in plain torch operations.
+`CHUNK_ELEMENTS` logits): a chunk's logits give each row's maximum, label logit and log-sum-exp, and become
+exp(logit - max) in place; when a gradient is needed, the chunk's share of every gradient follows at once from
+softmax - one-hot = (exp - sum * one-hot) / sum, the division applied to the small operands of the products.
+Nothing is recomputed (the FLOPs are those of the unfused head: forward, input and weight gradients,
+6 * rows * in_features * vocab); `backward` only scales the stored gradients by the incoming one. The approach
+of Liger-Kernel's fused linear cross-entropy, in plain torch operations.
 
-A chunk's logits are held vocabulary-major, (vocab, rows) = weight @ x.T: on CPUs that product is ~2.5x
-faster than x @ weight.T (MKL, 152 x 256 x 250,002). On GPUs every leading dimension is kept a multiple of 8
-(`align`): cuBLAS is much slower otherwise (H200, bf16, 1232 x 768 x V fwd+bwd: 6.1 ms at V = 250,002, 2.3 ms
-at 250,008). So the vocabulary is split at a multiple of ALIGN (250,002 = 249,984 + 18; slicing rows of the
-table copies nothing, where padding it would copy it every step), chunks hold a multiple of 8 rows, and the
-last chunk is filled up to one with zero rows (whose logits are never used). `align=True` does the same on
-the CPU (tests).
+A chunk's logits are held vocabulary-major, (vocab, rows) = weight @ x.T: on CPUs that product is ~1.5x
+faster than x @ weight.T (MKL, one thread, 152 x 256 x 250,002: 0.52 vs 0.78 s). On GPUs every leading
+dimension is kept a multiple of 8 (`align`): cuBLAS is much slower otherwise (H200, bf16, 1232 x 768 x V
+fwd+bwd: 6.1 ms at V = 250,002, 2.3 ms at 250,008). So the vocabulary is split at a multiple of ALIGN
+(250,002 = 249,984 + 18; slicing rows of the table copies nothing, where padding it would copy it every
+step), chunks hold a multiple of 8 rows, and the last chunk is filled up to one with zero rows (whose logits
+are never used). `align=True` does the same on the CPU (tests).
 """
 
 from __future__ import annotations
