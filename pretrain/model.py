@@ -23,7 +23,7 @@ Differences from the HF model are in how things are computed, not in what is com
 
 The config is a `transformers.LukeConfig`. `config.gradient_checkpointing` (or the attribute of the
 same name on the model) turns on activation checkpointing per layer; the attribute `unpad` chooses the
-`Packed` layout (None: on CUDA in fp16/bf16, without entity-aware attention).
+`Packed` layout (None: on CUDA in fp16/bf16 or under such autocast, without entity-aware attention).
 """
 
 from __future__ import annotations
@@ -196,10 +196,14 @@ class Packed:
         return self.padded.attend(q, k, v, dropout_p, scale).flatten(0, 1).index_select(0, self.padded_index)
 
 
+FLASH_DEVICES = ("cuda",)  # where torch has flash attention (a test adds the CPU, with a stand-in for the op)
+HALF = (torch.float16, torch.bfloat16)
+
+
 def flash_varlen_supported(q: torch.Tensor, v: torch.Tensor) -> bool:
     """Flash attention needs CUDA, fp16/bf16, and one head size (a multiple of 8, at most 256) for queries
     and values (entity-aware attention widens queries and keys: it attends in the padded layout)."""
-    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.size(-1) == v.size(-1)
+    return (q.device.type in FLASH_DEVICES and q.dtype in HALF and q.size(-1) == v.size(-1)
             and q.size(-1) % 8 == 0 and q.size(-1) <= 256)
 
 
@@ -384,7 +388,7 @@ class MLukeForPretraining(nn.Module):
         super().__init__()
         self.config = config
         self.gradient_checkpointing = bool(getattr(config, "gradient_checkpointing", False))
-        self.unpad: bool | None = None  # the Packed layout; None: on CUDA in fp16/bf16 without entity-aware attention
+        self.unpad: bool | None = None  # the Packed layout; None: where flash attention applies (`_encode`)
         self.luke = Luke(config)
         self.lm_head = LMHead(config)
         self.entity_predictions = EntityPredictionHead(config)
@@ -440,8 +444,10 @@ class MLukeForPretraining(nn.Module):
         words = self.luke.embeddings(input_ids)
         entities = self.luke.entity_embeddings(entity_ids, entity_position_ids)
         unpad = self.unpad
-        if unpad is None:  # where attention can be flash attention over the packed sequences
-            unpad = words.is_cuda and words.dtype != torch.float32 and not self.config.use_entity_aware_attention
+        if unpad is None:  # where attention can be flash attention: products in fp16/bf16 (autocast's or the weights')
+            device = words.device.type
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else words.dtype
+            unpad = device in FLASH_DEVICES and dtype in HALF and not self.config.use_entity_aware_attention
         if unpad and word_tokens is not None and entity_tokens is not None:
             layout = Packed(attention_mask, entity_attention_mask, word_tokens, entity_tokens)
         else:

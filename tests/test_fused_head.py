@@ -115,3 +115,38 @@ def test_flops_equal_the_unfused_head_and_no_full_logits():
         largest.append(sizes.largest)
     assert counts[0] == counts[1] == 6 * n * D * V
     assert largest[0] >= n * V and largest[1] <= 10 * V
+
+
+def test_autocast_runs_the_products_in_its_dtype_and_copies_the_table_once():
+    """Under autocast (the trainer's mixed precision: fp32 weights) the products run in bf16 as F.linear's would,
+    the table is cast once per call (not once per chunk), and gradients come back in fp32."""
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.products, self.table_copies = [], 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func._overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm):
+                self.products.append({t.dtype for t in args if isinstance(t, torch.Tensor) and t.dim() == 2})
+            if func._overloadpacket is torch.ops.aten._to_copy and out.shape == (V, D):
+                self.table_copies += 1
+            return out
+
+    x, weight, b, labels = inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref_loss, ref_correct = unfused(x, weight, b, labels)
+    ref_loss.backward()
+    ref_grads = [t.grad.clone() for t in (x, weight, b)]
+    for t in (x, weight, b):
+        t.grad = None
+    with Ops() as ops, torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, correct = linear_cross_entropy(x, weight, b, labels, align=True, chunk_elements=8 * V)
+        loss.backward()
+    assert len(ops.products) == 5 * 2 * 3  # 5 chunks of 8 rows, 2 pieces, forward + 2 gradients
+    assert all(dtypes == {torch.bfloat16} for dtypes in ops.products) and ops.table_copies == 1
+    assert abs(loss.item() - ref_loss.item()) < 1e-2 * ref_loss.item() and abs(correct - ref_correct) <= 1
+    for t, ref in zip((x, weight, b), ref_grads):
+        assert t.grad.dtype == torch.float32
+        assert torch.cosine_similarity(t.grad.flatten(), ref.flatten(), dim=0) > 0.999

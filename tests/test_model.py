@@ -490,3 +490,27 @@ def test_batch_flops_count_the_unpadded_layouts_work(monkeypatch):
     with FlopCounterMode(display=False) as counter:
         ours(batch).loss.backward()
     assert counter.get_total_flops() == batch_flops(config, batch)
+
+
+def test_mixed_precision_takes_the_unpadded_layout_where_flash_attention_is(monkeypatch):
+    """Under autocast (fp32 weights, bf16 products: the trainer's mixed precision) the model chooses the
+    unpadded layout and flash attention by itself wherever they exist: here the CPU stands in for CUDA."""
+    import pretrain.model
+    from pretrain.model import Packed
+
+    calls, layouts = [], []
+    monkeypatch.setattr(pretrain.model, "FLASH_DEVICES", ("cpu",))
+    monkeypatch.setattr(torch.ops.aten, "_flash_attention_forward",
+                        lambda q, *a, **k: calls.append(q.dtype) or reference_flash(q, *a, **k))
+    original = Packed.__init__
+    monkeypatch.setattr(Packed, "__init__", lambda self, *a: layouts.append(1) or original(self, *a))
+    ours, _ = pair(tiny_config())
+    no_dropout(ours).train()
+    batch = collate(make_rows(12))
+    ref, _ = step(ours, batch)  # fp32: the padded layout
+    assert layouts == [] and calls == []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, grads = step(ours, batch)
+    assert layouts == [1] and calls == [torch.bfloat16] * ours.config.num_hidden_layers
+    assert abs(out.loss.item() - ref.loss.item()) < 0.02 * ref.loss.item()
+    assert all(g is None or g.dtype == torch.float32 for g in grads.values())
