@@ -67,10 +67,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_correct):
+        # One backward per forward, as in training: the stored gradients are scaled in place (a second backward
+        # through a retained graph fails on autograd's check of modified saved tensors, not silently).
         grad_x, grad_w, grad_b = ctx.saved_tensors
         if grad_x is not None:
             grad_x = grad_x * grad_loss.to(grad_x.dtype)
-        if grad_w is not None:  # the gradient buffer is ours: scale it in place (the largest tensor here)
+        if grad_w is not None:  # the largest tensor here: no copy
             grad_w = grad_w.mul_(grad_loss.to(grad_w.dtype))
         if grad_b is not None:
             grad_b = grad_b.mul_(grad_loss.to(grad_b.dtype))
