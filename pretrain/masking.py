@@ -20,6 +20,10 @@ Output: a dict of torch tensors (int64), the batch that `MLukeForPretraining.for
     mlm_labels             (N,)       their original word ids
     mep_positions          (K,)       flat indices into entity_ids.view(-1) of the masked entities
     mep_labels             (K,)       their original entity ids
+    word_tokens            (T_w,)     flat indices into input_ids.view(-1) of the real (non-padding) words
+    entity_tokens          (T_e,)     flat indices into entity_ids.view(-1) of the real entities
+                                      (the unpadded layout, pretrain/model.py `Packed`: its sizes are known
+                                      from these shapes, on the host, without reading device values)
 
 Masking follows the reference implementation (studio-ousia/luke, luke/pretraining/batch_generator.py):
 - words: per example exactly max(1, round(mlm_prob * n)) of its n maskable tokens (special tokens and
@@ -143,6 +147,8 @@ class MaskingCollator:
             "mlm_labels": mlm_labels,
             "mep_positions": mep_positions,
             "mep_labels": mep_labels,
+            "word_tokens": attention_mask.view(-1).nonzero().squeeze(1),
+            "entity_tokens": entity_attention_mask.view(-1).nonzero().squeeze(1),
         }
 
     def _mask_words(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen: torch.Generator):
@@ -179,6 +185,16 @@ def _choose(candidates: torch.Tensor, prob: float, gen: torch.Generator) -> torc
     scores = torch.rand(candidates.shape, generator=gen).masked_fill(~candidates, 2.0)
     rank = scores.argsort(dim=1).argsort(dim=1)
     return (rank < k) & candidates
+
+
+def bucket_by_entities(rows: Sequence[Mapping], batch_size: int) -> list[list[int]]:
+    """Indices of `rows` (a pool of several micro-batches' examples) grouped into micro-batches of `batch_size`
+    with similar entity counts, then similar word counts: each group pads less than an arbitrary split does
+    (entities are padded to the most in a row; words are mostly full length in packed data). A stable sort,
+    cut in order; the last group holds the rest. Which group goes to which step or rank is the loader's
+    choice: cut in order, one rank would get all the entity-heavy examples of the pool."""
+    order = sorted(range(len(rows)), key=lambda i: (len(rows[i]["entity_ids"]), len(rows[i]["word_ids"])))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def hf_inputs(batch: dict) -> dict:

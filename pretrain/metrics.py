@@ -207,20 +207,32 @@ def head_flops(config, num_masked_words: int, num_masked_entities: int) -> float
 
 
 def batch_flops(config, batch: dict) -> float:
-    """Training FLOPs of one collated micro-batch (pretrain/masking.py keys), counted on its host copy:
-    real (unpadded) words and entities at the padded sequence length, the entity embeddings' projection,
-    entity-aware attention's extra queries (one per word, two per entity), and the heads at the masked
-    positions. On an unpadded batch this is exactly what torch.utils.flop_counter counts (a test checks)."""
+    """Training FLOPs of one collated micro-batch (pretrain/masking.py keys), counted on its host copy: the
+    useful work, i.e. each example's real (unpadded) words and entities attending over that example's own
+    length (what the unpadded layout computes; the padded layout does more), the entity embeddings'
+    projection, entity-aware attention's extra queries (one per word, two per entity), and the heads at the
+    masked positions. Equal to what torch.utils.flop_counter counts on a batch without padding, and on any
+    batch in the unpadded layout (tests check both)."""
     h = config.hidden_size
-    words, entities = int(batch["attention_mask"].sum()), int(batch["entity_attention_mask"].sum())
-    seq_len = batch["input_ids"].shape[1] + batch["entity_ids"].shape[1]
-    flops = (words + entities) * flops_per_token(config, seq_len)
+    words, entities = batch["attention_mask"].sum(1), batch["entity_attention_mask"].sum(1)
+    lengths = (words + entities).double()
+    flops = float((lengths * flops_per_token(config, lengths)).sum())  # attention: sum of squared lengths
+    words, entities = int(words.sum()), int(entities.sum())
     if config.entity_emb_size != h:
         flops += 6 * entities * config.entity_emb_size * h
     if config.use_entity_aware_attention:
         flops += 6 * config.num_hidden_layers * h * h * (words + 2 * entities)
     masked_entities = batch["mep_labels"].numel() if "mep_labels" in batch else 0
     return flops + head_flops(config, batch["mlm_labels"].numel(), masked_entities)
+
+
+def token_counts(batch: dict) -> dict[str, int]:
+    """Real words, real entities and padded positions (batch x (words + entities) columns) of a collated
+    micro-batch, from its host copy. `padded / (words + entities)` is the padding overhead of the padded
+    layout (the unpadded one computes on real tokens only)."""
+    words, entities = batch["input_ids"].shape[1], batch["entity_ids"].shape[1]
+    return {"words": int(batch["attention_mask"].sum()), "entities": int(batch["entity_attention_mask"].sum()),
+            "padded": batch["input_ids"].shape[0] * (words + entities)}
 
 
 def peak_flops(device: torch.device) -> float | None:

@@ -4,18 +4,26 @@ One readable module. Parameter names and shapes are exactly those of `transforme
 so `state_dict()` loads into the HF model and back with `strict=True` (tests/test_model.py checks it).
 Differences from the HF model are in how things are computed, not in what is computed:
 
-- Word and entity hidden states are concatenated once after the embeddings and travel through the
-  encoder as one sequence; attention is one `scaled_dot_product_attention` call per layer, also with
-  entity-aware attention (the four query/key combinations are packed into one call, see `SelfAttention`).
+- Word and entity hidden states travel through the encoder as one sequence per example (its words, then
+  its entities), in one of two layouts: `Padded` (B, S, H) with a key-padding mask, one
+  `scaled_dot_product_attention` call per layer (the CPU path); or `Packed` (T, H), the real tokens only
+  (no FLOPs on padding), with variable-length flash attention (CUDA in fp16/bf16, when the batch carries
+  the collator's unpadding indices). Entity-aware attention packs its four query/key combinations into the
+  same one call (see `SelfAttention`).
 - The two prediction heads run only at the masked positions given by the collator (pretrain/masking.py),
-  never over the whole sequence: a 250k-word / 1.2M-entity softmax at every position is what makes the
-  HF model unusable for pretraining.
+  and their loss is computed chunk by chunk without ever holding the logits of a whole batch
+  (pretrain/fused_head.py): a 250k-word / 1.2M-entity softmax is what makes the HF model unusable for
+  pretraining.
+- Whatever the batch holds (no entities, nothing masked), every module runs, on empty tensors if need be,
+  so every trainable parameter gets a gradient (zero if unused): ZeRO-3 ranks gather and reduce the same
+  parameters in the same order. Nothing in forward or backward reads a device value on the host.
 - `lm_head.decoder.weight` is tied to the word embeddings (as in the original LUKE/mLUKE; HF does not
   tie it, so pretrain/export.py writes it out explicitly). The entity decoder is tied to the entity
   embeddings, as in HF.
 
 The config is a `transformers.LukeConfig`. `config.gradient_checkpointing` (or the attribute of the
-same name on the model) turns on activation checkpointing per layer.
+same name on the model) turns on activation checkpointing per layer; the attribute `unpad` chooses the
+`Packed` layout (None: on CUDA in fp16/bf16 or under such autocast, without entity-aware attention).
 """
 
 from __future__ import annotations
@@ -28,6 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import LukeConfig
+
+from .fused_head import linear_cross_entropy
+
+
+# The batch keys the encoder reads (pretrain/masking.py), in `MLukeForPretraining._encode`'s order.
+ENCODER_KEYS = ("input_ids", "attention_mask", "entity_ids", "entity_attention_mask", "entity_position_ids",
+                "word_tokens", "entity_tokens")
 
 
 @dataclass
@@ -103,12 +118,108 @@ class EntityEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
+class Padded:
+    """Hidden states (B, S, H): each row its words (S_w = L) then its entities, padding masked out of attention."""
+
+    def __init__(self, attention_mask: torch.Tensor, entity_attention_mask: torch.Tensor):
+        self.num_words = attention_mask.size(1)
+        # Always a mask: whether a batch has padding is a fact about its values, and reading one is a host sync.
+        self.mask = torch.cat([attention_mask, entity_attention_mask], dim=1).bool()[:, None, None, :]
+
+    def pack(self, words: torch.Tensor, entities: torch.Tensor) -> torch.Tensor:
+        return torch.cat([words, entities], dim=1)
+
+    def unpack(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, L, ...), (B, E, ...)
+        return x[:, : self.num_words], x[:, self.num_words :]
+
+    split, merge = unpack, pack  # the word and entity parts of any per-token tensor
+
+    def attend(self, q, k, v, dropout_p: float, scale: float) -> torch.Tensor:  # (B, S, heads, head_dim)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=self.mask, dropout_p=dropout_p, scale=scale)
+        return out.transpose(1, 2)
+
+
+class Packed:
+    """Hidden states (T, H) of the real tokens only, example after example (its words, then its entities).
+
+    Built from the collator's `word_tokens` / `entity_tokens` (flat indices of the real words and entities in
+    the padded tensors), whose lengths are host-side facts: nothing here waits for the device. Attention is
+    flash attention over the variable-length sequences (CUDA, fp16/bf16); elsewhere the same per-example
+    attention runs in the padded layout (`Padded.attend`), so that the CPU tests cover everything else."""
+
+    def __init__(self, attention_mask, entity_attention_mask, word_tokens, entity_tokens):
+        (self.batch, self.num_words), self.num_entities = attention_mask.shape, entity_attention_mask.size(1)
+        words_per_row = attention_mask.sum(1)
+        lengths = words_per_row + entity_attention_mask.sum(1)
+        starts = lengths.cumsum(0) - lengths
+        self.cu_seqlens = F.pad(lengths.cumsum(0), (1, 0)).int()
+        # An upper bound known on the host (the exact maximum would need a sync); flash attention uses it to
+        # size its grid, blocks past a sequence's end do nothing.
+        self.max_seqlen = self.num_words + self.num_entities
+        word_row, word_col = word_tokens // self.num_words, word_tokens % self.num_words
+        entity_row, entity_col = entity_tokens // max(self.num_entities, 1), entity_tokens % max(self.num_entities, 1)
+        self.word_rows = starts[word_row] + word_col  # where each real word / entity sits in the packed layout
+        self.entity_rows = starts[entity_row] + words_per_row[entity_row] + entity_col
+        self.rows = torch.cat([self.word_rows, self.entity_rows])
+        self.word_tokens, self.entity_tokens = word_tokens, entity_tokens
+        self.padded = Padded(attention_mask, entity_attention_mask)  # attention off CUDA: in the padded layout
+        self.padded_index = self.merge(word_row * self.max_seqlen + word_col,  # packed row -> (B, S) position
+                                       entity_row * self.max_seqlen + self.num_words + entity_col)
+
+    def merge(self, words: torch.Tensor, entities: torch.Tensor) -> torch.Tensor:
+        """Per-token tensors of the real words (T_w, ...) and entities (T_e, ...) in the packed order (T, ...)."""
+        both = torch.cat([words, entities])
+        return both.new_empty(both.shape).index_copy(0, self.rows, both)
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.index_select(0, self.word_rows), x.index_select(0, self.entity_rows)
+
+    def pack(self, words: torch.Tensor, entities: torch.Tensor) -> torch.Tensor:  # (B, L, H), (B, E, H) -> (T, H)
+        return self.merge(words.flatten(0, 1).index_select(0, self.word_tokens),
+                          entities.flatten(0, 1).index_select(0, self.entity_tokens))
+
+    def unpack(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, L, H), (B, E, H), zeros at padding
+        words, entities = self.split(x)
+        return (self._padded(words, self.word_tokens, self.num_words),
+                self._padded(entities, self.entity_tokens, self.num_entities))
+
+    def _padded(self, t: torch.Tensor, index: torch.Tensor, length: int) -> torch.Tensor:
+        """Rows of `t` at flat positions `index` of a (B, length, ...) tensor of zeros."""
+        full = t.new_zeros(self.batch * length, *t.shape[1:]).index_copy(0, index, t)
+        return full.unflatten(0, (self.batch, length))
+
+    def attend(self, q, k, v, dropout_p: float, scale: float) -> torch.Tensor:  # (T, heads, head_dim)
+        if flash_varlen_supported(q, v):
+            return flash_varlen(q, k, v, self.cu_seqlens, self.max_seqlen, dropout_p, scale)
+        q, k, v = (self._padded(t, self.padded_index, self.max_seqlen) for t in (q, k, v))
+        return self.padded.attend(q, k, v, dropout_p, scale).flatten(0, 1).index_select(0, self.padded_index)
+
+
+FLASH_DEVICES = ("cuda",)  # where torch has flash attention (a test adds the CPU, with a stand-in for the op)
+HALF = (torch.float16, torch.bfloat16)
+
+
+def flash_varlen_supported(q: torch.Tensor, v: torch.Tensor) -> bool:
+    """Flash attention needs CUDA, fp16/bf16, and one head size (a multiple of 8, at most 256) for queries
+    and values (entity-aware attention widens queries and keys: it attends in the padded layout)."""
+    return (q.device.type in FLASH_DEVICES and q.dtype in HALF and q.size(-1) == v.size(-1)
+            and q.size(-1) % 8 == 0 and q.size(-1) <= 256)
+
+
+def flash_varlen(q, k, v, cu_seqlens: torch.Tensor, max_seqlen: int, dropout_p: float, scale: float):
+    """Flash attention over packed sequences (T, heads, head_dim); autograd runs its backward. The op behind
+    `torch.nn.attention.varlen.varlen_attn`, called directly because that one fixes dropout at 0."""
+    return torch.ops.aten._flash_attention_forward(q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+                                                   dropout_p, False, False, scale=scale)[0]
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over the concatenated [words; entities] sequence, one SDPA call.
+    """Multi-head self-attention over each example's [words; entities], one attention call.
 
     Entity-aware attention uses a different query projection for each (query type, key type) pair:
     word->word `query`, word->entity `w2e_query`, entity->word `e2w_query`, entity->entity `e2e_query`.
-    To keep it a single SDPA call, queries and keys are widened to 2*head_dim:
+    To keep it a single attention call, queries and keys are widened to 2*head_dim:
         word query   = [query(h)     | w2e_query(h)]     word key   = [key(h) | 0     ]
         entity query = [e2w_query(h) | e2e_query(h)]     entity key = [0      | key(h)]
     so q.k picks exactly the right projection for each pair; the scale stays 1/sqrt(head_dim).
@@ -128,32 +239,25 @@ class SelfAttention(nn.Module):
             self.e2w_query = nn.Linear(config.hidden_size, config.hidden_size)
             self.e2e_query = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, S, H) -> (B, heads, S, head_dim)
-        return x.view(x.size(0), x.size(1), self.num_heads, self.head_dim).transpose(1, 2)
+    def heads(self, x: torch.Tensor) -> torch.Tensor:  # (..., H) -> (..., heads, head_dim)
+        return x.unflatten(-1, (self.num_heads, self.head_dim))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, num_words: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: Padded | Packed) -> torch.Tensor:
         # query, key and value as one GEMM (measured on an H200 at base size: 0.43 vs 0.76 ms fwd+bwd per layer).
         # Under ZeRO-3 these weights are read outside their own modules' forward: DeepSpeed gathers them on
         # access (ZeRO-3 runs on CPU check it); whether its prefetcher overlaps them is unmeasured on GPUs.
         qkv = F.linear(x, torch.cat([self.query.weight, self.key.weight, self.value.weight]),
                        torch.cat([self.query.bias, self.key.bias, self.value.bias]))
         q, k, v = (self.heads(t) for t in qkv.split(x.size(-1), dim=-1))
-        if self.entity_aware and x.size(1) > num_words:
-            words, entities = x[:, :num_words], x[:, num_words:]
-            q_words = torch.cat([q[:, :, :num_words], self.heads(self.w2e_query(words))], dim=-1)
+        if self.entity_aware:
+            words, entities = layout.split(x)
+            (q_words, _), (k_words, k_entities) = layout.split(q), layout.split(k)
             q_entities = torch.cat([self.heads(self.e2w_query(entities)), self.heads(self.e2e_query(entities))], dim=-1)
-            q = torch.cat([q_words, q_entities], dim=2)
-            zeros = torch.zeros_like(k)
-            k = torch.cat(
-                [torch.cat([k[:, :, :num_words], zeros[:, :, :num_words]], dim=-1),
-                 torch.cat([zeros[:, :, num_words:], k[:, :, num_words:]], dim=-1)],
-                dim=2,
-            )
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout_p if self.training else 0.0,
-            scale=1.0 / math.sqrt(self.head_dim),
-        )
-        return out.transpose(1, 2).reshape(x.shape)
+            q = layout.merge(torch.cat([q_words, self.heads(self.w2e_query(words))], dim=-1), q_entities)
+            k = layout.merge(torch.cat([k_words, torch.zeros_like(k_words)], dim=-1),
+                             torch.cat([torch.zeros_like(k_entities), k_entities], dim=-1))
+        out = layout.attend(q, k, v, self.dropout_p if self.training else 0.0, 1.0 / math.sqrt(self.head_dim))
+        return out.reshape(x.shape)
 
 
 class DenseLayerNorm(nn.Module):
@@ -175,8 +279,8 @@ class Attention(nn.Module):
         self.self = SelfAttention(config)
         self.output = DenseLayerNorm(config.hidden_size, config)
 
-    def forward(self, x, attn_mask, num_words):
-        return self.output(self.self(x, attn_mask, num_words), x)
+    def forward(self, x, layout):
+        return self.output(self.self(x, layout), x)
 
 
 class Intermediate(nn.Module):
@@ -199,8 +303,8 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = DenseLayerNorm(config.intermediate_size, config)
 
-    def forward(self, x, attn_mask, num_words):
-        x = self.attention(x, attn_mask, num_words)
+    def forward(self, x, layout):
+        x = self.attention(x, layout)
         return self.output(self.intermediate(x), x)
 
 
@@ -229,21 +333,17 @@ class Luke(nn.Module):
 
 
 class VocabDecoder(nn.Linear):
-    """The projection onto a vocabulary (words or entities). On GPUs its output width is padded to a multiple
-    of 8 with -inf logits: an unaligned width such as XLM-R's 250,002 makes cuBLAS fall back to much slower
-    kernels (H200, bf16, 1232 x 768 x V fwd+bwd: 6.1 ms at V=250,002, 2.3 ms at 250,008). The extra columns
-    get probability 0 and no gradient; callers that need exact logits slice `[..., :out_features]`."""
+    """The projection onto a vocabulary (words or entities). With `labels`: the summed cross-entropy and the
+    number of correct predictions, computed chunk by chunk without the full logits (pretrain/fused_head.py);
+    without: exact logits (evaluation, tests)."""
 
-    always_pad = False  # pad on the CPU too (tests)
+    always_pad = False  # split the vocabulary at an aligned width on the CPU too (tests; CUDA always does)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, labels: torch.Tensor | None = None):
         bias = self.bias if bias is None else bias
-        pad = -self.out_features % 8
-        if pad == 0 or not (x.is_cuda or self.always_pad):
+        if labels is None:
             return F.linear(x, self.weight, bias)
-        if bias is None:
-            bias = self.weight.new_zeros(self.out_features)
-        return F.linear(x, F.pad(self.weight, (0, 0, 0, pad)), F.pad(bias, (0, pad), value=float("-inf")))
+        return linear_cross_entropy(x, self.weight, bias, labels, align=x.is_cuda or self.always_pad)
 
 
 class LMHead(nn.Module):
@@ -256,8 +356,8 @@ class LMHead(nn.Module):
         self.decoder = VocabDecoder(config.hidden_size, config.vocab_size)
         self.bias = self.decoder.bias  # HF ties lm_head.bias and lm_head.decoder.bias
 
-    def forward(self, x):
-        return self.decoder(self.layer_norm(F.gelu(self.dense(x))))
+    def forward(self, x, labels=None):
+        return self.decoder(self.layer_norm(F.gelu(self.dense(x))), labels=labels)
 
 
 class EntityPredictionHeadTransform(nn.Module):
@@ -279,8 +379,8 @@ class EntityPredictionHead(nn.Module):
         self.decoder = VocabDecoder(config.entity_emb_size, config.entity_vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.entity_vocab_size))
 
-    def forward(self, x):
-        return self.decoder(self.transform(x), bias=self.bias)
+    def forward(self, x, labels=None):
+        return self.decoder(self.transform(x), bias=self.bias, labels=labels)
 
 
 class MLukeForPretraining(nn.Module):
@@ -288,6 +388,7 @@ class MLukeForPretraining(nn.Module):
         super().__init__()
         self.config = config
         self.gradient_checkpointing = bool(getattr(config, "gradient_checkpointing", False))
+        self.unpad: bool | None = None  # the Packed layout; None: where flash attention applies (`_encode`)
         self.luke = Luke(config)
         self.lm_head = LMHead(config)
         self.entity_predictions = EntityPredictionHead(config)
@@ -319,72 +420,75 @@ class MLukeForPretraining(nn.Module):
         entity_ids: torch.Tensor | None = None,
         entity_attention_mask: torch.Tensor | None = None,
         entity_position_ids: torch.Tensor | None = None,
+        word_tokens: torch.Tensor | None = None,
+        entity_tokens: torch.Tensor | None = None,
         **_: object,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Word and entity last hidden states, (B, L, H) and (B, E, H) (None without entities).
-        Extra keys (labels, masked positions) are ignored so a collator batch can be passed as `**batch`."""
-        num_words = input_ids.size(1)
-        x = self.luke.embeddings(input_ids)
+        """Word and entity last hidden states, (B, L, H) and (B, E, H) (None without entity_ids); values at
+        padding are unspecified. Extra keys (labels, masked positions) are ignored so a collator batch can be
+        passed as `**batch`."""
+        words, entities = self._encode(input_ids, attention_mask, entity_ids, entity_attention_mask,
+                                       entity_position_ids, word_tokens, entity_tokens)
+        return words, (entities if entity_ids is not None else None)
+
+    def _encode(self, input_ids, attention_mask, entity_ids, entity_attention_mask, entity_position_ids,
+                word_tokens, entity_tokens):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        if entity_ids is not None and entity_ids.size(1) > 0:
-            x = torch.cat([x, self.luke.entity_embeddings(entity_ids, entity_position_ids)], dim=1)
-            if entity_attention_mask is None:
-                entity_attention_mask = torch.ones_like(entity_ids)
-            attention_mask = torch.cat([attention_mask, entity_attention_mask], dim=1)
-        # Boolean key-padding mask (B, 1, 1, S); None when nothing is padded lets SDPA pick flash kernels.
-        # On a GPU the check is a host sync per forward (the trainer also syncs once per micro-batch for its
-        # skip decision); not measured here whether always masking would be cheaper.
-        attn_mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
+        if entity_ids is None:  # words only: the entity modules still run, on nothing
+            entity_ids = input_ids.new_zeros(input_ids.size(0), 0)
+            entity_position_ids = input_ids.new_zeros(input_ids.size(0), 0, 1)
+            entity_tokens = input_ids.new_zeros(0)
+        if entity_attention_mask is None:
+            entity_attention_mask = torch.ones_like(entity_ids)
+        words = self.luke.embeddings(input_ids)
+        entities = self.luke.entity_embeddings(entity_ids, entity_position_ids)
+        unpad = self.unpad
+        if unpad is None:  # where attention can be flash attention: products in fp16/bf16 (autocast's or the weights')
+            device = words.device.type
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else words.dtype
+            unpad = device in FLASH_DEVICES and dtype in HALF and not self.config.use_entity_aware_attention
+        if unpad and word_tokens is not None and entity_tokens is not None:
+            layout = Packed(attention_mask, entity_attention_mask, word_tokens, entity_tokens)
+        else:
+            layout = Padded(attention_mask, entity_attention_mask)
+        x = layout.pack(words, entities)
         for layer in self.luke.encoder.layer:
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(layer, x, attn_mask, num_words, use_reentrant=False)
+                x = checkpoint(layer, x, layout, use_reentrant=False)
             else:
-                x = layer(x, attn_mask, num_words)
-        return x[:, :num_words], (x[:, num_words:] if x.size(1) > num_words else None)
+                x = layer(x, layout)
+        return layout.unpack(x)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> PretrainingOutput:
         """`batch` as built by pretrain.masking.MaskingCollator (keys documented there)."""
-        words, entities = self.encode(**batch)
-        loss_mlm, acc_mlm, num_mlm = self._masked_loss(
-            words, batch["mlm_positions"], batch["mlm_labels"], self.lm_head
-        )
-        if entities is not None and "mep_positions" in batch:
-            loss_mep, acc_mep, num_mep = self._masked_loss(
-                entities, batch["mep_positions"], batch["mep_labels"], self.entity_predictions
-            )
-        else:  # a word-only batch
-            zero = words.new_zeros((), dtype=torch.float32)
-            loss_mep, acc_mep, num_mep = zero, zero, batch["mlm_labels"].new_zeros(())
+        words, entities = self._encode(*(batch.get(k) for k in ENCODER_KEYS))
+        nothing = batch["mlm_labels"].new_zeros(0)
+        loss_mlm, acc_mlm, num_mlm = self._masked_loss(self.lm_head, words, batch["mlm_positions"], batch["mlm_labels"])
+        loss_mep, acc_mep, num_mep = self._masked_loss(
+            self.entity_predictions, entities, batch.get("mep_positions", nothing), batch.get("mep_labels", nothing))
         return PretrainingOutput(
             loss=loss_mlm + loss_mep, loss_mlm=loss_mlm, loss_mep=loss_mep,
             acc_mlm=acc_mlm, acc_mep=acc_mep, num_mlm=num_mlm, num_mep=num_mep,
         )
 
     @staticmethod
-    def _masked_loss(hidden: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor, head: nn.Module):
+    def _masked_loss(head: nn.Module, hidden: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor):
         """Head only at `positions` (flat indices into batch*length). Sum / max(count, 1) instead of a mean so
-        an empty selection gives 0 rather than NaN, with no host synchronization."""
+        an empty selection gives 0 rather than NaN (and zero gradients), with no host synchronization."""
         selected = hidden.reshape(-1, hidden.size(-1)).index_select(0, positions)
-        # log-softmax in fp32 also under bf16/fp16; dtype= fuses the upcast into the kernel (no fp32 copy)
-        log_probs = F.log_softmax(head(selected), dim=-1, dtype=torch.float32)
+        loss_sum, correct = head(selected, labels=labels)
         count = labels.new_full((), labels.numel())  # a fill kernel, not a host-to-device copy (which syncs)
         denom = count.clamp(min=1).float()
-        loss = F.nll_loss(log_probs, labels, reduction="sum") / denom
-        with torch.no_grad():  # correct when the label scores highest (cheaper than argmax on CPU)
-            label_score = log_probs.gather(1, labels[:, None]).squeeze(1)
-            acc = (label_score >= log_probs.amax(-1)).sum().float() / denom
-        return loss, acc, count
+        return loss_sum / denom, correct / denom, count
 
     def masked_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Word and entity logits at the masked positions (for tests and evaluation)."""
         words, entities = self.encode(**batch)
         word_logits = self.lm_head(words.reshape(-1, words.size(-1))[batch["mlm_positions"]])
-        word_logits = word_logits[:, : self.config.vocab_size]
         entity_logits = None
         if entities is not None and "mep_positions" in batch:
             entity_logits = self.entity_predictions(entities.reshape(-1, entities.size(-1))[batch["mep_positions"]])
-            entity_logits = entity_logits[:, : self.config.entity_vocab_size]
         return word_logits, entity_logits
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:

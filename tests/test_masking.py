@@ -135,3 +135,29 @@ def test_bad_spans_name_the_row():
         collator()(data, generator=0)
     with pytest.raises(ValueError, match="whole_word=True needs word_start"):
         collator(whole_word=True)
+
+
+def test_unpadding_indices_and_entity_buckets():
+    from pretrain.masking import bucket_by_entities
+    from pretrain.metrics import token_counts
+
+    data = rows(32, seed=6)
+    b = collator()(data, generator=0)
+    length, num_entities = b["input_ids"].shape[1], b["entity_ids"].shape[1]
+    assert torch.equal(b["word_tokens"], torch.cat([i * length + torch.arange(len(r["word_ids"]))
+                                                    for i, r in enumerate(data)]))
+    assert torch.equal(b["entity_tokens"], torch.cat([i * num_entities + torch.arange(len(r["entity_ids"]))
+                                                      for i, r in enumerate(data)]))
+    counts = token_counts(b)
+    assert counts == {"words": sum(len(r["word_ids"]) for r in data),
+                      "entities": sum(len(r["entity_ids"]) for r in data),
+                      "padded": 32 * (b["input_ids"].shape[1] + b["entity_ids"].shape[1])}
+
+    groups = bucket_by_entities(data, 8)
+    assert sorted(i for g in groups for i in g) == list(range(32)) and [len(g) for g in groups] == [8] * 4
+    entity_counts = [[len(data[i]["entity_ids"]) for i in g] for g in groups]
+    assert all(max(a) <= min(b) for a, b in zip(entity_counts, entity_counts[1:]))  # sorted across groups
+    padded = lambda groups: sum(collator()([data[i] for i in g], generator=0)["entity_ids"].numel() for g in groups)
+    assert padded(groups) < padded([list(range(i, i + 8)) for i in range(0, 32, 8)])
+    assert bucket_by_entities([{"entity_ids": [1, 2], "word_ids": [0, 5, 2]}, {"entity_ids": [], "word_ids": [0, 2]},
+                               {"entity_ids": [3], "word_ids": [0, 2]}], 2) == [[1, 2], [0]]
