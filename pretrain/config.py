@@ -28,8 +28,6 @@ class DataConfig:
     languages: Optional[List[str]] = None  # default: every language in dataset/metadata.json
     # Language l is drawn with probability ∝ n_l^alpha (mLUKE: 0.7).
     sampling_alpha: float = 0.7
-    # batch: one language per micro-batch (reference); example: each example drawn independently.
-    sample_languages_by: str = "batch"
     # The last `eval_examples` examples of each language are held out for evaluation.
     eval_examples: int = 64
     prefetch: int = 8  # micro-batches prepared ahead by a background thread
@@ -188,8 +186,6 @@ def validate(cfg: PretrainConfig) -> None:
             raise ConfigError(f"trainer.{key} must be positive, got {getattr(cfg.trainer, key)}")
     if cfg.trainer.keep_checkpoints < 1:
         raise ConfigError("trainer.keep_checkpoints must be at least 1")
-    if cfg.data.sample_languages_by not in ("batch", "example"):
-        raise ConfigError(f"data.sample_languages_by must be batch or example, got {cfg.data.sample_languages_by!r}")
     if not 0 < cfg.data.sampling_alpha <= 1:
         raise ConfigError(f"data.sampling_alpha must be in (0, 1], got {cfg.data.sampling_alpha}")
 

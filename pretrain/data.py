@@ -5,11 +5,10 @@ fixed block of draws seeded by (seed, g // BLOCK) with p_l ∝ n_l^alpha, then t
 example(s) of l from a per-language permutation seeded by (seed, l, epoch of l). Its whole state
 is the number of draws and the per-language counts, so a checkpoint stores it exactly and resuming
 is O(1). Every rank follows the same global stream and keeps its own slice of each global
-micro-batch, so ranks read different examples. By default one language draw covers a whole
-micro-batch, as the reference does (luke/pretraining/batch_generator.py, MultilingualBatchGenerator):
-each example is still from language l with probability ∝ n_l^alpha, and per-language training
-losses come free; `per_batch=False` draws a language for every example instead.
-Masking is seeded per micro-batch from (seed, draw position, rank), so it needs no state either.
+micro-batch, so ranks read different examples, and the stream does not depend on the number of ranks.
+Each example draws its own language, as the reference's DatasetSampler does
+(luke/pretraining/batch_generator.py). Masking is seeded per micro-batch from (seed, draw position,
+rank), so it needs no state either.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import numpy as np
 from preprocessing.contract import DataDir, DatasetMetadata, MetadataError
 
 BLOCK = 4096
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 class DataError(Exception):
@@ -142,16 +141,15 @@ class LanguageSampler:
             self._perms[lang] = cached
         return cached[1]
 
-    def draw(self, num_units: int, unit: int = 1) -> list[tuple[str, int]]:
-        """`num_units` language draws, each followed by `unit` examples of that language."""
+    def draw(self, n: int) -> list[tuple[str, int]]:
+        """The next n (language, example index) draws."""
         out = []
-        for _ in range(num_units):
+        for _ in range(n):
             lang = int(self._languages_of_block(self.position // BLOCK)[self.position % BLOCK])
+            k = int(self.counts[lang])
             size = int(self.sizes[lang])
-            for _ in range(unit):
-                k = int(self.counts[lang])
-                out.append((self.languages[lang], int(self._perm(lang, k // size)[k % size])))
-                self.counts[lang] += 1
+            out.append((self.languages[lang], int(self._perm(lang, k // size)[k % size])))
+            self.counts[lang] += 1
             self.position += 1
         return out
 
@@ -176,7 +174,7 @@ class TrainLoader:
     """
 
     def __init__(self, data: PretrainingData, collate: Callable, micro_batch_size: int, rank: int,
-                 world_size: int, seed: int, alpha: float, prefetch: int = 8, per_batch: bool = True):
+                 world_size: int, seed: int, alpha: float, prefetch: int = 8):
         self.data = data
         self.collate = collate
         self.micro_batch_size = micro_batch_size
@@ -184,7 +182,6 @@ class TrainLoader:
         self.world_size = world_size
         self.seed = seed
         self.prefetch = prefetch
-        self.per_batch = per_batch
         self.sampler = LanguageSampler(data.num_train, alpha, seed)
         self._state = self._full_state()
         self._thread = None
@@ -195,7 +192,6 @@ class TrainLoader:
             "seed": self.seed,
             "world_size": self.world_size,
             "micro_batch_size": self.micro_batch_size,
-            "per_batch": self.per_batch,
             "fingerprint": self.data.fingerprint,
             "languages": self.data.languages,
             **self.sampler.state_dict(),
@@ -209,9 +205,9 @@ class TrainLoader:
             raise RuntimeError("load_state_dict must be called before iterating")
         mine = self._full_state()
         for key, what in (
+            ("version", "the checkpoint comes from an older version of the loader"),
             ("fingerprint", "the training data changed (data.dir, data.languages or data.eval_examples)"),
             ("micro_batch_size", "trainer.micro_batch_size changed"),
-            ("per_batch", "data.sample_languages_by changed"),
             ("seed", "seed changed"),
             ("languages", "the languages changed"),
         ):
@@ -228,10 +224,7 @@ class TrainLoader:
             mb, world = self.micro_batch_size, self.world_size
             while not stop.is_set():
                 start = self.sampler.position
-                if self.per_batch:  # one language per micro-batch (the reference's sampling)
-                    draws = self.sampler.draw(world, mb)[self.rank * mb:(self.rank + 1) * mb]
-                else:
-                    draws = self.sampler.draw(mb * world)[self.rank * mb:(self.rank + 1) * mb]
+                draws = self.sampler.draw(mb * world)[self.rank * mb:(self.rank + 1) * mb]
                 examples = self._fetch(draws)
                 batch = self.collate(examples, seed=_mix(self.seed, start, self.rank))
                 _put(out, (batch, self._full_state(), [l for l, _ in draws]), stop)

@@ -75,8 +75,9 @@ def _resolve_sources(data_dir, tokenizer_dir, entity_vocab, max_mention_length):
         if data.metadata.is_file():
             max_mention_length = max_mention_length or DatasetMetadata.read(data.root).limits.max_mention_length
     if tokenizer_dir is None or entity_vocab is None:
-        raise ValueError("export needs the tokenizer and entity vocabulary: data_dir (preprocessing output), "
-                         "or tokenizer_dir and entity_vocab (launch/export.py: data_dir=OUT or tokenizer=DIR entity_vocab=PATH)")
+        raise ValueError("export needs the tokenizer and entity vocabulary: data_dir (preprocessing output), or "
+                         "tokenizer_dir and entity_vocab (launch/export.py: data_dir=OUT or tokenizer=DIR "
+                         "entity_vocab=PATH)")
     entity_vocab = Path(entity_vocab)
     if not entity_vocab.is_file():
         raise FileNotFoundError(f"{entity_vocab}: entity vocabulary not found")

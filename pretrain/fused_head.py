@@ -36,9 +36,11 @@ CPU_BLOCK = 1024  # vocabulary rows per block on CPUs (1024 x 154 fp32 logits: 0
 
 @torch.compiler.disable  # a loop whose length depends on the number of masked tokens: keep it out of graphs
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
-                         align: bool | None = None, chunk_elements: int | None = None):
+                         align: bool | None = None, chunk_elements: int | None = None,
+                         row_losses: torch.Tensor | None = None):
     """(loss_sum, correct), fp32 0-dim tensors; only loss_sum is differentiable. x (N, D), weight (V, D),
-    bias (V,) or None, labels (N,) in [0, V). `align` (default: on CUDA): see the module docstring.
+    bias (V,) or None, labels (N,) in [0, V); `row_losses`, an fp32 (N,) tensor, receives each row's loss.
+    `align` (default: on CUDA): see the module docstring.
     Under autocast the products run in autocast's dtype, as F.linear's would (the table cast once per call),
     and the gradients come in the inputs' dtypes, the weight's accumulated in it."""
     align = x.is_cuda if align is None else align
@@ -52,14 +54,14 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
     grad = torch.is_grad_enabled()
     needs = (grad and x.requires_grad, grad and weight.requires_grad, grad and bias is not None and bias.requires_grad)
-    return _LinearCrossEntropy.apply(x, weight, bias, labels, pieces, rows, align, dtype, needs)
+    return _LinearCrossEntropy.apply(x, weight, bias, labels, pieces, rows, align, dtype, needs, row_losses)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, labels, pieces, rows, align, dtype, needs):
+    def forward(ctx, x, weight, bias, labels, pieces, rows, align, dtype, needs, row_losses):
         with torch.autocast(x.device.type, enabled=False):  # the dtypes are chosen here
-            grads = _forward(x, weight, bias, labels, pieces, rows, align, dtype, needs)
+            grads = _forward(x, weight, bias, labels, pieces, rows, align, dtype, needs, row_losses)
         loss, correct, grad_x, grad_w, grad_b = grads
         ctx.save_for_backward(grad_x, grad_w, grad_b)
         ctx.mark_non_differentiable(correct)
@@ -76,10 +78,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_w = grad_w.mul_(grad_loss.to(grad_w.dtype))
         if grad_b is not None:
             grad_b = grad_b.mul_(grad_loss.to(grad_b.dtype))
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
 
 
-def _forward(x, weight, bias, labels, pieces, rows, align, dtype, needs):
+def _forward(x, weight, bias, labels, pieces, rows, align, dtype, needs, row_losses):
     need_x, need_w, need_b = needs
     loss = torch.zeros((), dtype=torch.float32, device=x.device)
     correct = torch.zeros((), dtype=torch.float32, device=x.device)
@@ -112,7 +114,10 @@ def _forward(x, weight, bias, labels, pieces, rows, align, dtype, needs):
             label_logit += piece.view(-1).index_select(0, label_index[-1][0]) * inside
         # exp(logits - max) in place, summed block by block: one pass, no other buffer
         sum_exp = sum(block.sub_(col_max).exp_().sum(0) for block, _ in blocks)
-        loss += (sum_exp.log() + col_max - label_logit)[:n].sum()
+        row_loss = (sum_exp.log() + col_max - label_logit)[:n]
+        loss += row_loss.sum()
+        if row_losses is not None:
+            row_losses[start:start + n] = row_loss
         correct += (label_logit >= col_max)[:n].sum()  # the label scores highest
         if not any(needs):
             continue

@@ -130,11 +130,14 @@ class RunningSums:
         self._indices: dict[tuple[str, ...], torch.Tensor] = {}
 
     def add_device(self, values: dict[str, torch.Tensor]) -> None:
-        names = tuple(values)
+        self.add_vector(tuple(values), torch.stack([v.detach().to(self._device.dtype) for v in values.values()]))
+
+    def add_vector(self, names: tuple[str, ...], values: torch.Tensor) -> None:
+        """values[i] to sum names[i], in one kernel."""
         index = self._indices.get(names)
         if index is None:  # copied to the device once per set of names (a copy from the host can wait for it)
             index = self._indices[names] = torch.tensor([self._index[n] for n in names], device=self._device.device)
-        self._device.index_add_(0, index, torch.stack([v.detach().to(self._device.dtype) for v in values.values()]))
+        self._device.index_add_(0, index, values.detach().to(self._device.dtype))
 
     def add_host(self, **values: float) -> None:
         for name, value in values.items():

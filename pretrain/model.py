@@ -39,7 +39,6 @@ from transformers import LukeConfig
 
 from .fused_head import linear_cross_entropy
 
-
 # The batch keys the encoder reads (pretrain/masking.py), in `MLukeForPretraining._encode`'s order.
 ENCODER_KEYS = ("input_ids", "attention_mask", "entity_ids", "entity_attention_mask", "entity_position_ids",
                 "word_tokens", "entity_tokens")
@@ -56,6 +55,9 @@ class PretrainingOutput:
     acc_mep: torch.Tensor
     num_mlm: torch.Tensor  # number of masked words (long, 0-dim)
     num_mep: torch.Tensor  # number of masked entities (long, 0-dim)
+    # each masked word's / entity's loss, in the order of the batch's mlm_positions / mep_positions (no gradient)
+    token_loss_mlm: torch.Tensor | None = None
+    token_loss_mep: torch.Tensor | None = None
 
 
 def word_position_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
@@ -339,11 +341,13 @@ class VocabDecoder(nn.Linear):
 
     always_pad = False  # split the vocabulary at an aligned width on the CPU too (tests; CUDA always does)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                row_losses: torch.Tensor | None = None):
         bias = self.bias if bias is None else bias
         if labels is None:
             return F.linear(x, self.weight, bias)
-        return linear_cross_entropy(x, self.weight, bias, labels, align=x.is_cuda or self.always_pad)
+        return linear_cross_entropy(x, self.weight, bias, labels, align=x.is_cuda or self.always_pad,
+                                    row_losses=row_losses)
 
 
 class LMHead(nn.Module):
@@ -356,8 +360,8 @@ class LMHead(nn.Module):
         self.decoder = VocabDecoder(config.hidden_size, config.vocab_size)
         self.bias = self.decoder.bias  # HF ties lm_head.bias and lm_head.decoder.bias
 
-    def forward(self, x, labels=None):
-        return self.decoder(self.layer_norm(F.gelu(self.dense(x))), labels=labels)
+    def forward(self, x, labels=None, row_losses=None):
+        return self.decoder(self.layer_norm(F.gelu(self.dense(x))), labels=labels, row_losses=row_losses)
 
 
 class EntityPredictionHeadTransform(nn.Module):
@@ -379,8 +383,8 @@ class EntityPredictionHead(nn.Module):
         self.decoder = VocabDecoder(config.entity_emb_size, config.entity_vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.entity_vocab_size))
 
-    def forward(self, x, labels=None):
-        return self.decoder(self.transform(x), bias=self.bias, labels=labels)
+    def forward(self, x, labels=None, row_losses=None):
+        return self.decoder(self.transform(x), bias=self.bias, labels=labels, row_losses=row_losses)
 
 
 class MLukeForPretraining(nn.Module):
@@ -464,12 +468,14 @@ class MLukeForPretraining(nn.Module):
         """`batch` as built by pretrain.masking.MaskingCollator (keys documented there)."""
         words, entities = self._encode(*(batch.get(k) for k in ENCODER_KEYS))
         nothing = batch["mlm_labels"].new_zeros(0)
-        loss_mlm, acc_mlm, num_mlm = self._masked_loss(self.lm_head, words, batch["mlm_positions"], batch["mlm_labels"])
-        loss_mep, acc_mep, num_mep = self._masked_loss(
+        loss_mlm, acc_mlm, num_mlm, token_mlm = self._masked_loss(self.lm_head, words, batch["mlm_positions"],
+                                                                  batch["mlm_labels"])
+        loss_mep, acc_mep, num_mep, token_mep = self._masked_loss(
             self.entity_predictions, entities, batch.get("mep_positions", nothing), batch.get("mep_labels", nothing))
         return PretrainingOutput(
             loss=loss_mlm + loss_mep, loss_mlm=loss_mlm, loss_mep=loss_mep,
             acc_mlm=acc_mlm, acc_mep=acc_mep, num_mlm=num_mlm, num_mep=num_mep,
+            token_loss_mlm=token_mlm, token_loss_mep=token_mep,
         )
 
     @staticmethod
@@ -477,10 +483,11 @@ class MLukeForPretraining(nn.Module):
         """Head only at `positions` (flat indices into batch*length). Sum / max(count, 1) instead of a mean so
         an empty selection gives 0 rather than NaN (and zero gradients), with no host synchronization."""
         selected = hidden.reshape(-1, hidden.size(-1)).index_select(0, positions)
-        loss_sum, correct = head(selected, labels=labels)
+        token_losses = torch.empty(labels.numel(), dtype=torch.float32, device=labels.device)
+        loss_sum, correct = head(selected, labels=labels, row_losses=token_losses)
         count = labels.new_full((), labels.numel())  # a fill kernel, not a host-to-device copy (which syncs)
         denom = count.clamp(min=1).float()
-        return loss_sum / denom, correct / denom, count
+        return loss_sum / denom, correct / denom, count, token_losses
 
     def masked_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Word and entity logits at the masked positions (for tests and evaluation)."""

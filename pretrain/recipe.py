@@ -66,7 +66,7 @@ ITEMS = (
          why="optimizer states sharded across GPUs: same update, less memory per GPU"),
     # ---- data and masking
     Item("pretrain:data.sampling_alpha", 0.7, f"{TRAIN} (--sampling-smoothing)"),
-    Item("pretrain:data.sample_languages_by", "example", f"{BATCHES} (DatasetSampler draws a language per example)"),
+    Item("each example draws its language, with probability ∝ n^0.7", "same", f"{BATCHES} (DatasetSampler)"),
     Item("pretrain:data.mlm_probability", 0.15, f"{TRAIN} (--masked-lm-prob)"),
     Item("pretrain:data.mep_probability", 0.15, f"{TRAIN} (--masked-entity-prob)"),
     Item("pretrain:data.whole_word_masking", False, "pretraining.md (mLUKE: --subword-masking)"),

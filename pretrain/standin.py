@@ -142,8 +142,8 @@ def build_synthetic_output(out: str | Path, tokenizer_dir: str | Path, entity_vo
                            entities_per_example: int, examples_per_language: int,
                            languages=("en", "de"), seed: int = 0) -> Path:
     """A preprocessing output (preprocessing/contract.py) of random full-length examples: `seq_len` words
-    with `<s>`/`</s>`, `entities_per_example` non-overlapping mentions of 1-4 tokens, ids drawn uniformly. The shapes of a
-    real run's batches without running the pipeline (benchmarks of the trainer)."""
+    with `<s>`/`</s>`, `entities_per_example` non-overlapping mentions of 1-4 tokens, ids drawn uniformly.
+    The shapes of a real run's batches without running the pipeline (benchmarks of the trainer)."""
     import datasets
     import numpy as np
     from datasets import Dataset

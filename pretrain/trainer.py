@@ -24,7 +24,7 @@ from .config import PretrainConfig, derive, validate
 from .data import PretrainingData, TrainLoader, check_fits, check_same_tokenizer, eval_batches
 from .distributed import all_reduce, barrier, init_distributed, requeue_slurm_job
 from .metrics import (HEADS, MetricsLogger, RunningSums, Timer, batch_flops, git_commit, head_names, head_sums, mfu,
-                      peak_flops, setup_logging)
+                      peak_flops, setup_logging, token_counts)
 from .optim import apply_stage, make_optimizer, warmup_decay
 from .weights import EXPORT, checkpoint_config, init_from_xlmr, load_model, resolve_source
 
@@ -139,7 +139,7 @@ class Trainer:
         )
         self.collate = self._make_collate()
         self.loader = TrainLoader(data, self._prepare, cfg.trainer.micro_batch_size, self.rank, self.world, cfg.seed,
-                                  cfg.data.sampling_alpha, cfg.data.prefetch, cfg.data.sample_languages_by == "batch")
+                                  cfg.data.sampling_alpha, cfg.data.prefetch)
         self.derived_record = {**asdict(d), "git_commit": git_commit(), "data_fingerprint": data.fingerprint,
                                "model_source": source}
         self.step, self.counters = 0, {"skipped_steps": 0, "tokens": 0}
@@ -158,6 +158,8 @@ class Trainer:
         self.sums = RunningSums(
             ["loss", "micro_batches", *head_names(), *(n for lang in languages for n in head_names(f"{lang}/"))],
             ["words", "entities", "padded", "flops", "data_seconds", "seconds"], self.device)
+        self._language_names = {h: tuple(f"{lang}/{h}_{k}" for k in ("loss", "count") for lang in languages)
+                                for h in HEADS}
         self.timer = Timer()
         self.peak = peak_flops(self.device)
         self.lr = self.scheduler.get_last_lr()[0]
@@ -184,9 +186,9 @@ class Trainer:
         so the training step reads nothing back from the device), and pinned memory on GPUs (a copy from
         pageable memory would wait for the GPU)."""
         batch = self.collate(rows, seed)
-        words, entities = int(batch["attention_mask"].sum()), int(batch["entity_attention_mask"].sum())
-        facts = {"words": words, "entities": entities, "flops": batch_flops(self.model.config, batch),
-                 "padded": batch["attention_mask"].numel() + batch["entity_attention_mask"].numel()}
+        facts = {**token_counts(batch), "flops": batch_flops(self.model.config, batch)}
+        # each example's language, for the per-language losses of mixed micro-batches
+        batch["languages"] = torch.tensor([self.data.languages.index(row["language"]) for row in rows])
         if self.device.type == "cuda":
             batch = {k: v.pin_memory() for k, v in batch.items()}
         return batch, facts
@@ -204,14 +206,14 @@ class Trainer:
         skipped = self.engine.skipped_steps
         for _ in range(self.derived.grad_accum):
             t0 = time.perf_counter()
-            (batch, facts), langs = next(self.batches)
+            (batch, facts), _ = next(self.batches)
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             self.sums.add_host(**facts, data_seconds=time.perf_counter() - t0)
             out = self.engine(batch)
             self.engine.backward(out.loss)
             self.engine.step()
             self.counters["tokens"] += facts["words"] + facts["entities"]
-            self._add_outputs(out, langs)
+            self._add_outputs(out, batch)
         self.step += 1
         if self.engine.skipped_steps > skipped:  # (a host counter: DeepSpeed has already synchronized for it)
             self._skipped()
@@ -230,12 +232,19 @@ class Trainer:
                                 f"{self.step}: lower the learning rate, use bf16/fp32, or resume from an earlier "
                                 "checkpoint")
 
-    def _add_outputs(self, out, langs: list[str]) -> None:
+    def _add_outputs(self, out, batch: dict) -> None:
         finite = torch.isfinite(out.loss.detach())  # a non-finite micro-batch counts nowhere (no sync: a mask)
         values = {"loss": out.loss, "micro_batches": torch.ones_like(out.loss), **head_sums(out)}
-        if len(set(langs)) == 1:  # a one-language micro-batch: its figures are that language's
-            values.update(head_sums(out, f"{langs[0]}/"))
         self.sums.add_device({k: torch.where(finite, v.detach().to(torch.float64), 0.0) for k, v in values.items()})
+        # Per language: each masked token's loss goes to its example's language.
+        n = len(self.data.languages)
+        for h, positions, width in (("mlm", "mlm_positions", "input_ids"), ("mep", "mep_positions", "entity_ids")):
+            losses = getattr(out, f"token_loss_{h}").to(torch.float64)
+            languages = batch["languages"][batch[positions] // max(1, batch[width].shape[1])]
+            sums = torch.zeros(2, n, dtype=torch.float64, device=losses.device)
+            sums[0].index_add_(0, languages, losses)
+            sums[1].index_add_(0, languages, torch.ones_like(losses))
+            self.sums.add_vector(self._language_names[h], torch.where(finite, sums.flatten(), 0.0))
 
     # -------------------------------------------------------------- the loop
 

@@ -27,9 +27,9 @@ def collate(pretrain_data):  # noqa: F811
     return lambda rows, seed: collator(rows, generator=seed)
 
 
-def loader(data, collate, rank=0, world=1, seed=3, per_batch=False, prefetch=2):
+def loader(data, collate, rank=0, world=1, seed=3, prefetch=2):
     return TrainLoader(data, collate, micro_batch_size=2, rank=rank, world_size=world, seed=seed, alpha=0.7,
-                       prefetch=prefetch, per_batch=per_batch)
+                       prefetch=prefetch)
 
 
 def take(it, n):
@@ -67,19 +67,23 @@ def test_sampler_is_deterministic_per_seed():
     assert a == b and a != c
 
 
-def test_per_batch_sampling_keeps_one_language_per_micro_batch(data, collate):
-    it = iter(loader(data, collate, per_batch=True))
-    for batch, langs in take(it, 10):
-        assert len(set(langs)) == 1 and batch["input_ids"].shape[0] == 2
+def test_each_example_draws_its_language(data, collate):
+    # As the reference: micro-batches mix languages, and over many draws each language's share is ∝ n^0.7.
+    identify = lambda rows, seed: None  # noqa: E731
+    langs = [lang for _, batch_langs in take(iter(loader(data, identify)), 400) for lang in batch_langs]
+    weights = {lang: n ** 0.7 for lang, n in data.num_train.items()}
+    for lang, w in weights.items():
+        assert abs(langs.count(lang) / len(langs) - w / sum(weights.values())) < 0.03, lang
+    mixed = [batch_langs for _, batch_langs in take(iter(loader(data, identify)), 50) if len(set(batch_langs)) > 1]
+    assert len(mixed) > 10
 
 
-@pytest.mark.parametrize("per_batch", [False, True])
-def test_ranks_read_different_examples(data, per_batch):
+def test_ranks_read_different_examples(data):
     """Rank r's micro-batch k holds slice r of global micro-batch k: ranks never share an example, and
     together they read exactly what one rank reads alone."""
     def examples(rank, world, n):  # (language, page id) of the first n micro-batches' examples
         identify = lambda rows, seed: torch.tensor([r["page_id"] for r in rows])  # noqa: E731
-        it = iter(loader(data, identify, rank=rank, world=world, per_batch=per_batch))
+        it = iter(loader(data, identify, rank=rank, world=world))
         return [[(lang, int(p)) for lang, p in zip(langs, pages)] for pages, langs in take(it, n)]
 
     alone = [e for batch in examples(0, 1, 8) for e in batch]
@@ -97,17 +101,16 @@ def test_held_out_examples_are_never_trained_on(data):
         assert max(i for l, i in draws if l == lang) == data.num_train[lang] - 1
 
 
-@pytest.mark.parametrize("per_batch", [False, True])
-def test_resume_continues_with_identical_batches(data, collate, per_batch):
-    first = loader(data, collate, per_batch=per_batch, prefetch=4)
+def test_resume_continues_with_identical_batches(data, collate):
+    first = loader(data, collate, prefetch=4)
     it = iter(first)
     take(it, 5)
     state = json.loads(json.dumps(first.state_dict()))  # as written into the checkpoint
     expected = take(it, 6)
-    resumed = loader(data, collate, per_batch=per_batch)
+    resumed = loader(data, collate)
     resumed.load_state_dict(state)
     assert same(take(iter(resumed), 6), expected)
-    assert state["position"] == (5 if per_batch else 10)
+    assert state["position"] == 10
 
 
 def test_resume_on_another_world_size_continues_the_stream_and_refuses_other_data(data, collate,
