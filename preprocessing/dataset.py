@@ -45,6 +45,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -53,7 +54,7 @@ from pathlib import Path
 
 from .contract import DATASET_STAT_KEYS, DataDir, DatasetLimits, DatasetMetadata, features, sha256_file
 from .fsutil import atomic_dir
-from .progress import ProgressLog
+from .progress import ProgressLog, exit_with
 from .sentences import sentence_spans_many
 from .spm_encoder import SentencePieceEncoder
 from .titles import Redirects
@@ -330,9 +331,11 @@ def _skip_spaces(text, start, end):
 _worker_processor: PageProcessor | None = None
 
 
-def _init_worker(processor: PageProcessor) -> None:
+def _init_worker(processor: PageProcessor, main_pid: int | None = None) -> None:
     global _worker_processor
     _worker_processor = processor
+    if main_pid is not None:
+        exit_with(main_pid)
 
 
 def _run_worker(lines):
@@ -454,7 +457,7 @@ def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_len
                 return
             # fork shares the (possibly huge) entity vocabulary with the workers without pickling it.
             ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(num_workers, initializer=_init_worker, initargs=(processor,)) as pool:
+            with ctx.Pool(num_workers, initializer=_init_worker, initargs=(processor, os.getpid())) as pool:
                 yield from _ordered_window(pool, _run_worker, lines(), 4 * num_workers)
 
         tasks = record["tasks"]

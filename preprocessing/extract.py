@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import multiprocessing
+import os
 import re
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from tqdm import tqdm
 from .contract import EXTRACT_STAT_KEYS
 from .dumps import DumpError, DumpReader, Page, dump_error, fragment_pages, open_dump, read_siteinfo
 from .multistream import Plan, plan, read_chunk
-from .progress import ProgressLog
+from .progress import ProgressLog, exit_with
 from .titles import normalize_title
 from .wikitext import WikitextParser, is_disambiguation
 
@@ -343,7 +344,8 @@ def _executor(num_workers: int):
     # than with spawn. A worker that dies (e.g. killed for memory) fails the run with
     # BrokenProcessPool instead of hanging, as multiprocessing.Pool would.
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context(method))
+    return ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context(method),
+                               initializer=exit_with, initargs=(os.getpid(),))
 
 
 def extract_dumps(jobs: list[ExtractJob], num_workers: int = 1, allow_truncated: bool = False,

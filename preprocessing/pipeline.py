@@ -102,8 +102,6 @@ def _check_entity_vocab(cfg: PreprocessConfig, out: Path, languages: list[str]) 
                 f"entity_vocab.min_num_languages={n} keeps entities linked in {n}+ languages, which "
                 "needs a Wikidata dump to match titles across languages: give wikidata=PATH "
                 "(latest-all.json.gz), or set entity_vocab.min_num_languages=1")
-    if "dataset" in cfg.stages and not rebuilt and data.entity_vocab.exists():
-        _vocab_has_entities(data.entity_vocab)
 
 
 def _vocab_has_entities(path: Path) -> None:
@@ -326,6 +324,9 @@ def run_pipeline(cfg: PreprocessConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     # Loaded before extraction: an unusable tokenizer is found in seconds, not after hours.
     tokenizer = load_tokenizer_or_fail(cfg.tokenizer) if "dataset" in cfg.stages else None
+    vocab = DataDir(out).entity_vocab
+    if tokenizer is not None and vocab.exists() and not ("entity_vocab" in cfg.stages and cfg.overwrite):
+        _vocab_has_entities(vocab)
     for stage in STAGES:
         if stage in cfg.stages:
             log.info("stage %s", stage)

@@ -8,7 +8,9 @@ the same directory calls `resume`: when the record was made for the same input a
 record) and the record is returned; otherwise the files are emptied and the stage starts over.
 
 `PREPROCESS_KILL_AFTER_RECORDS=N` makes the process SIGKILL itself right after its N-th record:
-the tests use it to kill a run at a known point.
+the tests use it to kill a run at a known point. `exit_with(pid)`, a pool initializer, makes a
+worker exit once the main process is gone: a worker blocked on its task queue would otherwise
+outlive a killed run (the queue's other end lives on in the workers themselves).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 RECORD = ".progress.json"
@@ -71,3 +75,24 @@ class ProgressLog:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def exit_with(pid: int, interval: float = 1.0) -> None:
+    """Pool initializer: end this worker soon after process `pid` ends (is gone or a zombie)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                    if f.read().rpartition(")")[2].split()[0] == "Z":
+                        os._exit(1)
+            except FileNotFoundError:
+                os._exit(1)
+            except OSError:  # no /proc: the process can still be probed
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-main").start()
