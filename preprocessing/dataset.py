@@ -115,16 +115,18 @@ class PageProcessor:
             self.fast = SentencePieceEncoder.for_tokenizer(tokenizer, self)
 
     def encode_with_tokenizers(self, texts, with_offsets):
-        """[(ids, offsets or None)] from `tokenizers`, offsets without leading spaces."""
+        """[(ids, starts, ends)] from `tokenizers` (offsets without leading spaces; starts and ends
+        are None where not `with_offsets`)."""
         result = []
         for text, encoding, wanted in zip(texts, self.backend.encode_batch(texts, add_special_tokens=False),
                                           with_offsets):
-            offsets = None
+            starts = ends = None
             if wanted:
                 offsets = encoding.offsets
                 if self.offsets_cover_spaces:
                     offsets = [_skip_spaces(text, start, end) for start, end in offsets]
-            result.append((encoding.ids, offsets))
+                starts, ends = [s for s, _ in offsets], [e for _, e in offsets]
+            result.append((encoding.ids, starts, ends))
         return result
 
     def encode(self, texts, with_offsets):
@@ -201,44 +203,46 @@ class PageProcessor:
         return sentences
 
     # -- characters to tokens --------------------------------------------------------------
-    def _split_tokens(self, text, ids, offsets, links):
-        """ids and offsets of a sentence, with each token that straddles a link boundary
-        re-tokenized in parts at the boundary (a part's tokens get the part's offsets)."""
-        starts = [s for s, _ in offsets]
+    def _split_tokens(self, text, ids, starts, ends, links):
+        """ids, start and end offsets of a sentence, with each token that straddles a link
+        boundary re-tokenized in parts at the boundary (a part's tokens get the part's offsets)."""
         cuts_inside = {}  # token index -> link boundaries strictly inside that token
         for cut in {b for a, e, _ in links for b in (a, e)}:
             i = bisect.bisect_left(starts, cut) - 1  # the last token starting before the cut
-            if i >= 0 and offsets[i][1] > cut:
+            if i >= 0 and ends[i] > cut:
                 cuts_inside.setdefault(i, []).append(cut)
         if not cuts_inside:
-            return ids, offsets, starts
+            return ids, starts, ends
         normalize = self.backend.normalizer.normalize_str if self.backend.normalizer else str
-        new_ids, new_offsets = [], []
-        for i, (token_id, span) in enumerate(zip(ids, offsets)):
+        new_ids, new_starts, new_ends = [], [], []
+        for i, (token_id, start, end) in enumerate(zip(ids, starts, ends)):
             if i not in cuts_inside:
                 new_ids.append(token_id)
-                new_offsets.append(span)
+                new_starts.append(start)
+                new_ends.append(end)
                 continue
-            bounds = [span[0], *sorted(cuts_inside[i]), span[1]]
+            bounds = [start, *sorted(cuts_inside[i]), end]
             for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
                 # Only the first part keeps the token's word-start marker.
                 space = k == 0 and self.backend.id_to_token(token_id).startswith(SPACE)
                 part = (SPACE if space else "") + normalize(text[a:b])
                 for token in self.backend.model.tokenize(part):
                     new_ids.append(token.id)
-                    new_offsets.append((a, b))
-        return new_ids, new_offsets, [s for s, _ in new_offsets]
+                    new_starts.append(a)
+                    new_ends.append(b)
+        return new_ids, new_starts, new_ends
 
     def _tokenized(self, text, encoding, links, stats):
-        """(token ids, [(token_start, token_end, entity_id)]) of one sentence, or None to skip it."""
+        """(token ids, [(token_start, token_end, entity_id)]) of one sentence, or None to skip it.
+        `encoding`: (ids, start offsets, end offsets), the offsets without leading spaces."""
         mentions = []
-        ids, offsets = encoding
+        ids, starts, ends = encoding
         if links:
-            ids, offsets, starts = self._split_tokens(text, ids, offsets, links)
+            ids, starts, ends = self._split_tokens(text, ids, starts, ends, links)
             for a, b, entity_id in links:
                 first = bisect.bisect_left(starts, a)  # a lone "▁" starting at `a` is included
                 end = bisect.bisect_left(starts, b, lo=first)
-                if first == end or offsets[end - 1][1] > b:
+                if first == end or ends[end - 1] > b:
                     stats["skipped.unaligned_mention"] += 1  # e.g. only characters the normalizer drops
                 elif end - first > self.max_mention_length:
                     stats["skipped.long_mention"] += 1

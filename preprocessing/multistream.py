@@ -73,14 +73,19 @@ class Plan:
 
 
 # ------------------------------------------------------------------------- planning
-def find_index(dump: Path) -> Path | None:
-    """The multistream index beside the dump: X.xml.bz2 → X-index.txt.bz2 (Wikimedia's naming)."""
+def find_index_name(dump: Path) -> Path:
+    """Where a dump's multistream index is: X.xml.bz2 → X-index.txt.bz2 (Wikimedia's naming)."""
     name = dump.name
     for suffix in (".xml.bz2", ".bz2"):
         if name.endswith(suffix):
-            candidate = dump.with_name(name[: -len(suffix)] + "-index.txt.bz2")
-            return candidate if candidate.is_file() else None
-    return None
+            return dump.with_name(name[: -len(suffix)] + "-index.txt.bz2")
+    return dump.with_name(name + "-index.txt.bz2")
+
+
+def find_index(dump: Path) -> Path | None:
+    """The multistream index beside the dump, if there is one."""
+    candidate = find_index_name(Path(dump))
+    return candidate if candidate.is_file() else None
 
 
 def plan(dump: Path, index: Path | None = None, task_bytes: int | None = None) -> Plan:
@@ -351,3 +356,35 @@ def _bz2_blocks(f, chunk: Chunk, size: int):
 
 
 _READERS = {"xml": _xml, "streams": _bz2_streams, "blocks": _bz2_blocks}
+
+
+# ------------------------------------------------------------------------- writing
+def write_multistream(xml: bytes, path: Path, pages_per_stream: int = 100) -> tuple[Path, Path]:
+    """Write a dump as Wikimedia does: one bz2 stream for everything before the first page
+    (<siteinfo>), one per `pages_per_stream` pages, one for the closing tag; and its index
+    (`offset:page_id:title` per page) beside it. Returns (dump, index)."""
+    from html import unescape
+
+    path = Path(path)
+    starts = []
+    at = xml.find(b"<page>")
+    while at >= 0:
+        line = xml.rfind(b"\n", 0, at) + 1
+        starts.append(line if not xml[line:at].strip() else at)
+        at = xml.find(b"<page>", at + 6)
+    end = xml.rfind(b"</mediawiki>")
+    cuts = [0, *starts[::pages_per_stream], end if end >= 0 else len(xml), len(xml)]
+    page = re.compile(rb"<title>(.*?)</title>.*?<id>(\d+)</id>", re.S)
+    index, offset = [], 0
+    with open(path, "wb") as f:
+        for a, b in zip(cuts, cuts[1:]):
+            part = xml[a:b]
+            for m in page.finditer(part):
+                title = unescape(m.group(1).decode("utf-8"))
+                index.append(f"{offset}:{int(m.group(2))}:{title}\n")
+            data = bz2.compress(part)
+            f.write(data)
+            offset += len(data)
+    index_path = find_index_name(path)
+    index_path.write_bytes(bz2.compress("".join(index).encode("utf-8")))
+    return path, index_path

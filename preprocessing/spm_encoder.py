@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class SentencePieceEncoder:
                              f"{self.pieces[wrong[0]]!r})")
         self.cover_spaces = processor.offsets_cover_spaces
         self.roots = _root_keys(self.pieces)
+        self.space = [int(p.startswith(SPACE)) for p in self.pieces]
+        self.lone = self.pieces.index(SPACE) if SPACE in self.pieces else -1
 
     @classmethod
     def for_tokenizer(cls, tokenizer, processor) -> SentencePieceEncoder | None:
@@ -116,23 +119,21 @@ class SentencePieceEncoder:
         wanted = [True] * len(texts)
         ours = self.encode(texts, wanted)
         theirs = self.processor.encode_with_tokenizers(texts, wanted)
-        return [t for t, a, b in zip(texts, ours, theirs)
-                if list(a[0]) != list(b[0]) or list(map(tuple, a[1])) != list(map(tuple, b[1]))]
+        return [t for t, a, b in zip(texts, ours, theirs) if [list(x) for x in a] != [list(x) for x in b]]
 
     def encode(self, texts, with_offsets):
-        """[(ids, offsets or None)] as PageProcessor.encode_with_tokenizers gives them."""
+        """[(ids, starts, ends)] as PageProcessor.encode_with_tokenizers gives them."""
         results, rest = [], []
-        pieces, ids = self.pieces, self.ids
+        pieces, ids = self.pieces.__getitem__, self.ids.__getitem__
         encoded = self.sp.encode(list(texts))
         tied = self._ties(encoded)
         for i, (text, piece_ids, wanted) in enumerate(zip(texts, encoded, with_offsets)):
-            words = [pieces[p] for p in piece_ids]
-            offsets = None if i in tied else self._offsets(text, words, wanted)
+            offsets = None if i in tied else self._offsets(text, piece_ids, wanted)
             if offsets is None:
                 results.append(None)
                 rest.append(i)
             else:
-                results.append(([ids[p] for p in piece_ids], offsets if wanted else None))
+                results.append((list(map(ids, piece_ids)), *offsets))
         if rest:
             encoded = self.processor.encode_with_tokenizers([texts[i] for i in rest],
                                                             [with_offsets[i] for i in rest])
@@ -156,20 +157,26 @@ class SentencePieceEncoder:
         tie[across[(across >= 0) & (across < len(tie))]] = False
         return set(np.searchsorted(ends, np.nonzero(tie)[0], side="right").tolist())
 
-    def _offsets(self, text: str, words: list[str], wanted: bool = True):
-        """Character offsets of the pieces (a word's "▁" excluded; a lone "▁" gets the next
-        character, as the fast tokenizer gives it), or None unless the pieces spell the text
-        (() if the offsets are not `wanted`)."""
+    def _offsets(self, text: str, piece_ids: list[int], wanted: bool = True):
+        """(starts, ends): character offsets of the pieces (a word's "▁" excluded; a lone "▁" gets
+        the next character, as the fast tokenizer gives it), or None unless the pieces spell the
+        text ((None, None) if the offsets are not `wanted`)."""
         if SPACE in text:
             return None
+        words = list(map(self.pieces.__getitem__, piece_ids))
         if "".join(words) == SPACE + text.replace(" ", SPACE):  # the common case, checked at once
             if not wanted:
-                return ()
-            ends = list(itertools.accumulate(map(len, words), initial=-1))
-            lone = 0 if self.cover_spaces else 1
-            return [(s, e) if w[0] != SPACE else (s + 1, e) if e > s + 1 else (e, e + lone)
-                    for w, s, e in zip(words, ends, ends[1:])]
-        offsets, pos, n = [], 0, len(text)
+                return None, None
+            # Positions in the pieces' string less 1 (its first "▁" is no character of the text).
+            bounds = list(itertools.accumulate(map(len, words), initial=-1))
+            ends = bounds[1:]
+            starts = list(map(operator.add, bounds, map(self.space.__getitem__, piece_ids)))
+            if self.lone in piece_ids:  # "▁" alone: empty once its space is cut
+                for k, piece in enumerate(piece_ids):
+                    if piece == self.lone:
+                        ends[k] = starts[k] + (0 if self.cover_spaces else 1)
+            return starts, ends
+        starts, ends, pos, n = [], [], 0, len(text)
         for word in words:
             body = word
             if word.startswith(SPACE):
@@ -181,21 +188,14 @@ class SentencePieceEncoder:
                     return None  # a word boundary where the text has no whitespace
             if not text.startswith(body, pos) or any(c.isspace() for c in body):
                 return None
-            if body:
-                offsets.append((pos, pos + len(body)))
-            elif pos < n:  # a lone "▁"
-                offsets.append(self._lone(pos))
-            else:
+            if not body and pos >= n:
                 return None
+            starts.append(pos)
+            ends.append(pos + len(body) if body else pos + (0 if self.cover_spaces else 1))
             pos += len(body)
         if text[pos:].strip():
             return None
-        return offsets
-
-    def _lone(self, pos: int) -> tuple[int, int]:
-        # transformers' XLM-R: the next character; a Metaspace tokenizer.json: the space itself,
-        # which becomes empty once leading spaces are cut.
-        return (pos, pos) if self.cover_spaces else (pos, pos + 1)
+        return (starts, ends) if wanted else (None, None)
 
 
 def _root_keys(pieces: list[str]):

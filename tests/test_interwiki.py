@@ -180,8 +180,6 @@ def test_lexemes_properties_urls_badges_and_crlf(tmp_path):
 
 def test_external_gzip(tmp_path, wikidata_sample, monkeypatch):
     # igzip/pigz decompress faster than Python's zlib; plain gzip takes the same path here.
-    import gzip
-
     monkeypatch.setattr("preprocessing.interwiki.PARALLEL_GZIP", ("gzip",))
     src = tmp_path / "latest-all.json.gz"
     src.write_bytes(gzip.compress(wikidata_sample.read_bytes()))

@@ -27,31 +27,7 @@ def replicated_xml(path: Path = EN, times: int = 1) -> bytes:
 
 
 def write_multistream(xml: bytes, path: Path, pages_per_stream: int = 5) -> Path:
-    """Wikimedia's layout: <siteinfo> in the first stream, then N pages per stream, then the
-    closing tag; and the index beside it (offset:page_id:title per page)."""
-    starts = [i for i in range(len(xml)) if xml.startswith(b"  <page>", i)]
-    end = xml.rindex(b"</mediawiki>")
-    cuts = [0] + starts[::pages_per_stream] + [end, len(xml)]
-    index, offset = [], 0
-    with open(path, "wb") as f:
-        for a, b in zip(cuts, cuts[1:]):
-            part = xml[a:b]
-            pages = [(json_id, title) for json_id, title in _ids_titles(part)]
-            index += [f"{offset}:{pid}:{title}\n" for pid, title in pages]
-            data = bz2.compress(part)
-            f.write(data)
-            offset += len(data)
-    index_path = path.with_name(path.name.replace(".xml.bz2", "-index.txt.bz2"))
-    index_path.write_bytes(bz2.compress("".join(index).encode("utf-8")))
-    return path
-
-
-def _ids_titles(part: bytes):
-    import re
-    from html import unescape
-
-    for m in re.finditer(rb"<title>(.*?)</title>\s*<ns>\d+</ns>\s*<id>(\d+)</id>", part, re.S):
-        yield int(m.group(2)), unescape(m.group(1).decode("utf-8"))
+    return multistream.write_multistream(xml, path, pages_per_stream)[0]
 
 
 def chunk_pages(path: Path, task_bytes: int, index=None):

@@ -51,7 +51,7 @@ def test_sentencepiece_path_is_used_and_covers_the_24_languages(tok_dir, caplog)
         fast = processor(str(tok_dir)).fast
     assert fast is not None and "tokenizing with sentencepiece" in caplog.text
     accepted = [i for i, text in enumerate(PROBE_TEXTS[:24])
-                if fast._offsets(text, [fast.pieces[p] for p in fast.sp.encode(text)]) is not None]
+                if fast._offsets(text, fast.sp.encode(text)) is not None]
     # zh's probe has a full-width comma, which NFKC changes: that sentence goes to tokenizers.
     assert accepted == [i for i in range(24) if i != LANGUAGES.index("zh")]
 
