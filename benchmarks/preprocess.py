@@ -6,7 +6,8 @@
 From DUMP's pages (K times over) it writes a multistream dump with its index (one bz2 stream per
 100 pages, as Wikimedia's), the same XML as one bz2 stream (a "plain" dump), and a multistream
 dump 8 times larger. Every measurement runs in a fresh subprocess: wall time, CPU time of all its
-processes and peak summed RSS (sampled from outside every 50 ms) are its own. Figures:
+processes and peak memory (the sum of each process's peak RSS, sampled from outside every 50 ms)
+are its own. Figures:
 
 - pipeline_vs_wikiextractor: wikiextractor's CPU time over our full pipeline's (extract →
   entity_vocab → dataset, 1 worker) on the same file; with dataset.keep_unknown_entities=true,
@@ -19,8 +20,10 @@ processes and peak summed RSS (sampled from outside every 50 ms) are its own. Fi
 - resume_time_ratio: the pipeline killed (SIGKILL, all its processes) halfway through an
   uninterrupted run's wall time, then started again: the second run's wall time over the
   uninterrupted run's (wikiextractor starts over: 1.0).
-- capacity_Nproc: how much faster N CPU-bound processes run than one, right now; a speed-up
-  measured on a busy machine is bounded by it.
+- `_idle` speed-ups: what N idle cores would give, from CPU times: one worker's CPU time over
+  the larger of N workers' CPU time / N and their main process's CPU time.
+- capacity_Nproc: how much faster N CPU-bound processes run than one, right now; a wall-time
+  speed-up measured on a busy machine is bounded by it.
 
 The last line prints the figures as name=value pairs. `--smoke` runs all of it on the bundled
 English sample in a few seconds per step.
@@ -100,26 +103,24 @@ def measure(stage: str, dump: Path, workers: int, out: Path, tokenizer: str = ""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
     root = psutil.Process(proc.pid)
-    peak, cpu = 0, {}
+    peak, cpu = {}, {}
     while proc.poll() is None:
         if kill_after is not None and time.perf_counter() - start >= kill_after:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             time.sleep(1.5)  # the pool's workers notice and exit
             return None
-        total = 0
         try:
             tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             break
         for p in tree:
             try:
-                total += p.memory_info().rss
+                peak[p.pid] = max(peak.get(p.pid, 0), p.memory_info().rss)
                 t = p.cpu_times()
                 cpu[p.pid] = t.user + t.system
             except psutil.Error:
                 pass
-        peak = max(peak, total)
         time.sleep(0.05)
     output, _ = proc.communicate()
     if proc.returncode:
@@ -127,8 +128,12 @@ def measure(stage: str, dump: Path, workers: int, out: Path, tokenizer: str = ""
     result = json.loads(output.strip().splitlines()[-1])
     main = cpu.pop(proc.pid, 0.0)
     result["cpu"] = sum(cpu.values()) + max(main, result["main_cpu"])
-    result["peak_mb"] = peak / 2**20
+    result["peak_mb"] = sum(peak.values()) / 2**20  # each process at its own peak: an upper bound
     return result
+
+
+def _bound(run: dict, n: int) -> float:
+    return max(run["cpu"] / min(n, os.cpu_count() or n), run["main_cpu"])
 
 
 def _spin(_=None) -> float:
@@ -174,9 +179,28 @@ def build_inputs(dump: Path, times: int, tmp: Path, scale: int) -> dict[str, Pat
               "plain": tmp / "enwiki-plain.xml.bz2"}
     inputs["plain"].write_bytes(bz2.compress(xml))
     (tmp / "big").mkdir()
-    big = page_xml(dump, times * scale)
-    inputs["multistream_big"] = write_multistream(big, tmp / "big" / "enwiki-multistream.xml.bz2")[0]
+    inputs["multistream_big"] = repeat_streams(inputs["multistream"], scale, tmp / "big")
     return inputs
+
+
+def repeat_streams(dump: Path, times: int, out_dir: Path) -> Path:
+    """A multistream dump (and index) with the page streams of `dump` repeated `times` times:
+    the same compressed bytes, so it takes no recompression."""
+    import bz2
+
+    from preprocessing.multistream import _STREAM_START, find_index_name
+
+    data = dump.read_bytes()
+    lines = bz2.decompress(find_index_name(dump).read_bytes()).decode("utf-8").splitlines(keepends=True)
+    first = int(lines[0].split(":", 1)[0])
+    closing = [m.start() for m in _STREAM_START.finditer(data)][-1]  # the stream with </mediawiki>
+    body = data[first:closing]
+    out = out_dir / dump.name
+    out.write_bytes(data[:first] + body * times + data[closing:])
+    index = [f"{int(o) + k * len(body)}:{rest}" for k in range(times)
+             for o, rest in (line.split(":", 1) for line in lines)]
+    find_index_name(out).write_bytes(bz2.compress("".join(index).encode("utf-8")))
+    return out
 
 
 def build_tokenizer(dump: Path, out: Path, vocab_size: int) -> Path:
@@ -253,6 +277,9 @@ def main() -> None:
             f"multistream_{n}w_speedup": runs["extract multistream 1w"]["wall"] / runs[f"extract multistream {n}w"]["wall"],
             f"plain_{n}w_speedup": runs["extract plain 1w"]["wall"] / runs[f"extract plain {n}w"]["wall"],
             f"wikiextractor_{n}w_speedup": we1["wall"] / wen["wall"],
+            # On n idle cores: the CPU time spread over the cores, or the main process, bounds it.
+            f"multistream_{n}w_speedup_idle": runs["extract multistream 1w"]["cpu"] / _bound(runs[f"extract multistream {n}w"], n),
+            f"plain_{n}w_speedup_idle": runs["extract plain 1w"]["cpu"] / _bound(runs[f"extract plain {n}w"], n),
             f"extract_peak_mem_{args.memory_scale}x_ratio":
                 runs[f"extract multistream x{args.memory_scale} {n}w"]["peak_mb"] / runs[f"extract multistream {n}w"]["peak_mb"],
             f"wikiextractor_peak_mem_{args.memory_scale}x_ratio":

@@ -138,27 +138,33 @@ class PageProcessor:
     def _links(self, text, links, stats):
         """Valid links of a paragraph as sorted (start, end, entity_id)."""
         kept = []
+        bad = in_vocab = 0  # counted here, added to the Counter once
+        lookup, resolve, lang = self.entity_vocab.lookup, self.redirects.resolve, self.lang
         for link in links:
-            stats["links"] += 1
             start, end, title = link
             if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
-                stats["skipped.bad_link"] += 1
+                bad += 1
                 continue
             while start < end and text[start].isspace():  # anchors like "[[Berlin| Berlin]]"
                 start += 1
             while start < end and text[end - 1].isspace():
                 end -= 1
             if start == end:
-                stats["skipped.bad_link"] += 1
+                bad += 1
                 continue
-            entity_id = self.entity_vocab.lookup(self.lang, self.redirects.resolve(title))
+            entity_id = lookup(lang, resolve(title))
             if entity_id is not None:
-                stats["links_in_vocab"] += 1
+                in_vocab += 1
             elif self.keep_unknown_entities:
                 entity_id = self.unk_entity
             else:
                 continue
             kept.append((start, end, entity_id))
+        stats["links"] += len(links)
+        if bad:
+            stats["skipped.bad_link"] += bad
+        if in_vocab:
+            stats["links_in_vocab"] += in_vocab
         kept.sort()
         # Overlapping links cannot both be token spans of one sequence; keep the first.
         result = []

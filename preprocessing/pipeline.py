@@ -318,6 +318,46 @@ def format_summary(stats: dict) -> str:
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
 
 
+class _Beside:
+    """A stage run in a process of its own, beside the stages that follow in this one."""
+
+    def __init__(self, stage, cfg: PreprocessConfig, out: Path, languages: list[str]):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.errors = ctx.SimpleQueue()
+        self.out = out
+        self.process = ctx.Process(target=_run_beside, args=(stage, cfg, out, languages, self.errors),
+                                   name=stage.__name__, daemon=True)
+        self.process.start()
+
+    def join(self) -> None:
+        self.process.join()
+        error = self.errors.get() if not self.errors.empty() else f"exited with {self.process.exitcode}"
+        if error:
+            raise PreprocessError(error)
+
+    def stop(self) -> None:
+        """End it (the run failed elsewhere); its unfinished output is removed."""
+        self.process.terminate()
+        self.process.join()
+        for tmp in self.out.glob(f".tmp-*-{self.process.pid}"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_beside(stage, cfg, out, languages, errors) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(processName)s] %(message)s")
+    cfg.progress = False  # one progress bar on the terminal: the main process's
+    try:
+        stage(cfg, out, languages)
+        errors.put("")
+    except PreprocessError as e:
+        errors.put(str(e))
+    except BaseException as e:  # reported by the main process, which stops the run
+        errors.put(f"{stage.__name__} failed: {type(e).__name__}: {e}")
+        raise
+
+
 def run_pipeline(cfg: PreprocessConfig) -> dict:
     languages = validate(cfg)
     out = Path(cfg.out_dir).resolve()
@@ -327,13 +367,25 @@ def run_pipeline(cfg: PreprocessConfig) -> dict:
     vocab = DataDir(out).entity_vocab
     if tokenizer is not None and vocab.exists() and not ("entity_vocab" in cfg.stages and cfg.overwrite):
         _vocab_has_entities(vocab)
-    for stage in STAGES:
-        if stage in cfg.stages:
+    # The Wikidata dump does not depend on the Wikipedia dumps: read it beside the extraction.
+    beside = None
+    if {"extract", "interwiki"} <= set(cfg.stages) and cfg.wikidata and not _done(DataDir(out).interwiki, cfg):
+        beside = _Beside(run_interwiki, cfg, out, languages)
+    try:
+        for stage in STAGES:
+            if stage not in cfg.stages:
+                continue
             log.info("stage %s", stage)
             if stage == "dataset":
                 run_dataset(cfg, out, languages, tokenizer=tokenizer)
+            elif stage == "interwiki" and beside is not None:
+                beside.join()
+                beside = None
             else:
                 STAGE_FUNCTIONS[stage](cfg, out, languages)
+    finally:
+        if beside is not None:
+            beside.stop()
     stats = collect_stats(out, languages)
     with atomic_file(DataDir(out).stats) as tmp:
         tmp.write_text(json.dumps(stats, indent=1, ensure_ascii=False))

@@ -266,3 +266,16 @@ def test_index_settings_are_checked(tmp_path, fixture_dumps):
     assert message == "indexes has 'xx', which is not a key of dumps"
     message = _fails(_cfg(tmp_path, fixture_dumps, stages=["extract"], indexes={"en": str(tmp_path / "no")}))
     assert message == f"multistream index for 'en' not found: {tmp_path / 'no'}"
+
+
+def test_wikidata_is_read_beside_the_extraction_and_its_errors_stop_the_run(tmp_path, fixture_dumps,
+                                                                            wikidata_sample):
+    data = gzip.compress(wikidata_sample.read_bytes() * 40)
+    broken = tmp_path / "latest-all.json.gz"
+    broken.write_bytes(data[: len(data) // 2])
+    two = {k: fixture_dumps[k] for k in ("en", "ja")}
+    cfg = _cfg(tmp_path / "out", two, wikidata=str(broken), stages=["extract", "interwiki"])
+    message = _fails(cfg)
+    assert message.startswith(f"{broken}: truncated or corrupt compressed data after line")
+    assert (tmp_path / "out" / "pages" / "ja" / "pages.jsonl").exists()  # extraction went on
+    assert not list((tmp_path / "out").glob(".tmp-*")) and not (tmp_path / "out" / "interwiki").exists()
