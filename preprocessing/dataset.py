@@ -69,9 +69,14 @@ SPACE = "▁"  # sentencepiece's word-start marker
 def load_tokenizer(tokenizer):
     """A transformers fast tokenizer with XLM-R's special ids, from an object or a name/path."""
     if isinstance(tokenizer, (str, Path)):
-        from transformers import AutoTokenizer
+        # XLM-R's class itself: AutoTokenizer imports torch, seconds of start-up for nothing.
+        from transformers import XLMRobertaTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        name = str(tokenizer)
+        tokenizer = XLMRobertaTokenizer.from_pretrained(name)
+        if len(tokenizer) <= len(tokenizer.all_special_tokens):  # it makes one up when none is found
+            raise OSError(f"no tokenizer found at {name} (neither tokenizer.json nor "
+                          "sentencepiece.bpe.model, locally or in the hub cache)")
     name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"tokenizer {name}: a fast (tokenizers-backed) tokenizer is needed for offsets")
