@@ -171,10 +171,13 @@ class SentencePieceEncoder:
             bounds = list(itertools.accumulate(map(len, words), initial=-1))
             ends = bounds[1:]
             starts = list(map(operator.add, bounds, map(self.space.__getitem__, piece_ids)))
-            if self.lone in piece_ids:  # "▁" alone: empty once its space is cut
-                for k, piece in enumerate(piece_ids):
-                    if piece == self.lone:
-                        ends[k] = starts[k] + (0 if self.cover_spaces else 1)
+            k, width = -1, 0 if self.cover_spaces else 1
+            try:  # "▁" alone: empty once its space is cut (transformers: the next character)
+                while True:
+                    k = piece_ids.index(self.lone, k + 1)
+                    ends[k] = starts[k] + width
+            except ValueError:
+                pass
             return starts, ends
         starts, ends, pos, n = [], [], 0, len(text)
         for word in words:
