@@ -148,9 +148,11 @@ def _process_pages(lang: str, namespaces: tuple, pages: list[Page]) -> dict:
             stats["skipped"][reason] = stats["skipped"].get(reason, 0) + 1
             if reason != "empty" and len(skips) < MAX_LOGGED_SKIPS:
                 skips.append((page_id, title, reason, result[2]))
-    return {"pages.jsonl": "".join(lines), "redirects.tsv": out["redirects"].getvalue(),
-            "disambiguation.txt": "".join(disambiguation), "stats": stats, "skips": skips,
-            "last_page": (pages[-1].id, pages[-1].title) if pages else None}
+    # UTF-8 here, in the worker: the main process only writes the bytes.
+    return {"pages.jsonl": "".join(lines).encode("utf-8"),
+            "redirects.tsv": out["redirects"].getvalue().encode("utf-8"),
+            "disambiguation.txt": "".join(disambiguation).encode("utf-8"), "stats": stats,
+            "skips": skips, "last_page": (pages[-1].id, pages[-1].title) if pages else None}
 
 
 def _run_task(task: tuple) -> dict:
@@ -264,7 +266,7 @@ class _Language:
             return self._read_sequentially(result["error"], bar)
         for name in OUTPUTS:
             if result[name]:
-                self.files[name].write(result[name].encode("utf-8"))
+                self.files[name].write(result[name])
         for key, value in result["stats"].items():
             if key == "skipped":
                 for reason, count in value.items():
