@@ -41,6 +41,7 @@ import bisect
 import collections
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -354,7 +355,24 @@ def _init_worker(processor: PageProcessor, main_pid: int | None = None) -> None:
 
 
 def _run_worker(lines):
-    return _worker_processor(lines)
+    return _arrow_task(_worker_processor, lines)
+
+
+def _arrow_task(processor: PageProcessor, lines) -> tuple[bytes, Counter, int]:
+    """A task's examples as one Arrow record batch (IPC message bytes: the main process only
+    writes them), its stats, and the number of examples."""
+    import pyarrow as pa
+
+    examples, stats = processor(lines)
+    if not examples:
+        return b"", stats, 0
+    batch = pa.RecordBatch.from_pylist(examples, schema=_schema())
+    return batch.serialize().to_pybytes(), stats, len(examples)
+
+
+@functools.lru_cache(maxsize=1)
+def _schema():
+    return features().arrow_schema
 
 
 def _ordered_window(pool, fn, items, window: int):
@@ -422,7 +440,6 @@ def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_len
     directory). `fast_tokenizer=False` keeps to `tokenizers` (see spm_encoder.py).
     """
     import datasets
-    import pyarrow as pa
     from tqdm import tqdm
 
     pages_dir = Path(pages_dir)
@@ -451,7 +468,7 @@ def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_len
         log_ = ProgressLog(work_dir, _progress_key(pages_file, lang, processor, tokenizer, entity_vocab))
         record = log_.resume([_ARROW]) or {"tasks": 0, "offset": 0, "line_no": 0, "counter": {}}
         counter = Counter(record["counter"])
-        schema = features().arrow_schema
+        schema = _schema()
         arrow = stack.enter_context(open(work_dir / _ARROW, "ab"))
         if arrow.tell() == 0:
             arrow.write(schema.serialize().to_pybytes())
@@ -468,7 +485,7 @@ def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_len
 
         def results():
             if num_workers <= 1:
-                yield from map(processor, lines())
+                yield from (_arrow_task(processor, batch) for batch in lines())
                 return
             # fork shares the (possibly huge) entity vocabulary with the workers without pickling it.
             ctx = multiprocessing.get_context("fork")
@@ -478,11 +495,10 @@ def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_len
         tasks = record["tasks"]
         done = counter["pages"] + counter["skipped.bad_page"]
         with tqdm(total=total, initial=done, unit="pages", desc=f"dataset {lang}", disable=not progress) as bar:
-            for examples, stats in results():
+            for batch, stats, _ in results():
                 counter.update(stats)
                 bar.update(stats["pages"] + stats["skipped.bad_page"])
-                if examples:
-                    arrow.write(pa.RecordBatch.from_pylist(examples, schema=schema).serialize().to_pybytes())
+                arrow.write(batch)
                 offset, line_no = positions.popleft()
                 tasks += 1
                 log_.save({_ARROW: arrow}, tasks=tasks, offset=offset, line_no=line_no,
