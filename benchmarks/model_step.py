@@ -3,16 +3,16 @@
     python benchmarks/model_step.py                      # CPU: small encoder, real vocab (250,002) + 100k entities
     python benchmarks/model_step.py --gpu                # GPU: base size, bf16, seq 512 (also prints tokens/s, MFU)
     python benchmarks/model_step.py --hidden 768 --layers 12 ...   # any size (see --help)
+    python benchmarks/model_step.py --smoke              # seconds: a tiny size, checks that it runs
 
 Each model runs in its own subprocess (clean peak-memory accounting). Peak memory is the peak *added* by
 a training step over the memory held before it (weights, batch): on CUDA from the allocator's
 statistics, on CPU from the process RSS sampled every 0.5 ms during the first step. The last line is
 `speedup_vs_hf=... memory_ratio_vs_hf=...`.
 
-MFU uses the PaLM formula (Chowdhery et al. 2022, "PaLM: Scaling Language Modeling with Pathways",
-Appendix B; as in karpathy/nanoGPT `estimate_mfu`): training FLOPs per token = 6N + 12·L·H·Q·T, with N the
-non-embedding parameters, L layers, H heads, Q head size, T sequence length (words + entities). The
-vocabulary/entity output projections, run at masked positions only, are not counted.
+MFU is the trainer's (pretrain/metrics.py `batch_flops`, `mfu`): the PaLM formula (Chowdhery et al. 2022,
+Appendix B; as in karpathy/nanoGPT) per word and entity token, plus the two prediction heads at the masked
+positions.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,8 +50,13 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true", help="print the top kernels of one step (torch.profiler)")
     p.add_argument("--check", action="store_true",
                    help="instead of timing: ours vs HF on --device at a tiny size (fp32 equality, bf16/fp16 sanity)")
+    p.add_argument("--smoke", action="store_true", help="a tiny size and one timed step (checks that it runs)")
     p.add_argument("--run", choices=["ours", "hf"], help=argparse.SUPPRESS)  # internal: one model per process
     a = p.parse_args(argv)
+    if a.smoke:
+        for k, v in dict(hidden=32, layers=2, heads=2, vocab=1000, entities=500, batch=2, seq=32, entity_len=4,
+                         steps=1).items():
+            setattr(a, k, v if getattr(a, k) in (None, p.get_default(k)) else getattr(a, k))
     gpu_defaults = dict(device="cuda", dtype="bf16", hidden=768, layers=12, heads=12, entities=1_200_000,
                         batch=16, seq=512, entity_len=128, steps=10)
     cpu_defaults = dict(device="cpu", dtype="fp32", hidden=256, layers=4, heads=4, entities=100_000,
@@ -69,7 +71,7 @@ def build(a):
     import torch
     from transformers import LukeConfig
 
-    from pretrain.masking import MaskingCollator, hf_inputs
+    from pretrain.masking import MaskingCollator
     from pretrain.model import MLukeForPretraining
 
     config = LukeConfig(
@@ -96,6 +98,8 @@ def run_one(a) -> dict:
     """One model's warm-up + timed steps in this process; returns time per step and peak step memory."""
     import psutil
     import torch
+
+    from pretrain.masking import hf_inputs
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
     device = torch.device(a.device)
@@ -170,7 +174,11 @@ def run_one(a) -> dict:
         print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60), file=sys.stderr)
     result = {"seconds": seconds, "peak_bytes": peak, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
     if a.run == "ours":
-        result["nonembedding_params"] = model.num_parameters(exclude_embeddings=True)
+        from pretrain.metrics import batch_flops, mfu, peak_flops
+
+        peak_device = a.peak_tflops * 1e12 if a.peak_tflops else peak_flops(device)
+        result["mfu"] = mfu(batch_flops(config, batch), seconds, peak_device)
+        result["tflops"] = batch_flops(config, batch) / seconds / 1e12
     return result
 
 
@@ -276,23 +284,12 @@ def main():
     for name, r in results.items():
         print(f"{name:5s} step {r['seconds'] * 1000:9.1f} ms   peak step memory {r['peak_bytes'] / 2**20:9.1f} MiB   "
               f"{words / r['seconds']:10.0f} word tokens/s")
-    if a.device.startswith("cuda"):
-        n, q = ours["nonembedding_params"], a.hidden // a.heads
-        flops_per_token = 6 * n + 12 * a.layers * a.heads * q * seq  # PaLM appendix B, per (word+entity) token
-        achieved = flops_per_token * a.batch * seq / ours["seconds"]
-        # also counting the output projections at the masked positions (15% of words / entities)
-        heads = 6 * (0.15 * a.batch * a.seq * a.vocab * a.hidden + 0.15 * a.batch * a.entity_len * a.entities * a.entity_emb)
-        with_heads = achieved + heads / ours["seconds"]
-        peak = a.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in ours["device"]), None)
-        mfu = f"{achieved / (peak * 1e12):.1%}" if peak else "unknown (pass --peak-tflops)"
-        mfu_heads = f"{with_heads / (peak * 1e12):.1%}" if peak else "unknown"
-        print(f"ours: {a.batch * seq / ours['seconds']:.0f} tokens/s (words+entities), "
-              f"{achieved / 1e12:.1f} TFLOP/s, MFU {mfu} (PaLM formula; peak {peak} TFLOP/s bf16); "
-              f"with masked-position heads {with_heads / 1e12:.1f} TFLOP/s, MFU {mfu_heads}")
+    print(f"ours: {a.batch * seq / ours['seconds']:.0f} tokens/s (words+entities), {ours['tflops']:.2f} TFLOP/s"
+          + (f", MFU {ours['mfu']:.1%}" if ours["mfu"] is not None else " (MFU: peak unknown, pass --peak-tflops)"))
     if "hf" in results:
         hf = results["hf"]
         print(f"speedup_vs_hf={hf['seconds'] / ours['seconds']:.2f} "
-              f"memory_ratio_vs_hf={ours['peak_bytes'] / hf['peak_bytes']:.3f}")
+              f"memory_ratio_vs_hf={ours['peak_bytes'] / max(hf['peak_bytes'], 1):.3f}")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ outside every 50 ms) are its own. Figures:
   outside it). `_wall`: the same with wall times.
 - multistream_Nw_speedup, plain_Nw_speedup: extract's wall time with 1 worker over N workers;
   wikiextractor_Nw_speedup: the same for wikiextractor's --processes.
-- extract_peak_mem_8x_ratio: peak memory of extract (N workers) on the 8x dump over the 1x dump;
-  wikiextractor's beside it.
+- extract_peak_mem_ratio: peak memory of extract (N workers) on the 8x dump (--memory-scale) over
+  the 1x dump; wikiextractor's beside it.
 - resume_time_ratio: the pipeline killed (SIGKILL, all its processes) halfway through an
   uninterrupted run's wall time, then started again: the second run's wall time over the
   uninterrupted run's (wikiextractor starts over: 1.0).
@@ -304,9 +304,9 @@ def main() -> None:
             # On n idle cores: the CPU time spread over the cores, or the main process, bounds it.
             f"multistream_{n}w_speedup_idle": runs["extract multistream 1w"]["cpu"] / _bound(runs[f"extract multistream {n}w"], n),
             f"plain_{n}w_speedup_idle": runs["extract plain 1w"]["cpu"] / _bound(runs[f"extract plain {n}w"], n),
-            f"extract_peak_mem_{args.memory_scale}x_ratio":
+            "extract_peak_mem_ratio":
                 runs[f"extract multistream x{args.memory_scale} {n}w"]["peak_mb"] / runs[f"extract multistream {n}w"]["peak_mb"],
-            f"wikiextractor_peak_mem_{args.memory_scale}x_ratio":
+            "wikiextractor_peak_mem_ratio":
                 runs[f"wikiextractor x{args.memory_scale} {n}p"]["peak_mb"] / wen["peak_mb"],
             "resume_time_ratio": resumed["wall"] / full["wall"],
             f"capacity_{n}proc": capacity,
@@ -319,8 +319,8 @@ def main() -> None:
               f"{figures[f'plain_{n}w_speedup']:.2f}x (wikiextractor --processes {n}: "
               f"{figures[f'wikiextractor_{n}w_speedup']:.2f}x)")
         print(f"peak memory on the x{args.memory_scale} dump over the x1 dump: extract "
-              f"{figures[f'extract_peak_mem_{args.memory_scale}x_ratio']:.2f}x, wikiextractor "
-              f"{figures[f'wikiextractor_peak_mem_{args.memory_scale}x_ratio']:.2f}x")
+              f"{figures['extract_peak_mem_ratio']:.2f}x, wikiextractor "
+              f"{figures['wikiextractor_peak_mem_ratio']:.2f}x")
         print(f"pipeline killed halfway, then restarted: the restart takes "
               f"{figures['resume_time_ratio']:.2f}x an uninterrupted run (wikiextractor: 1.00x)")
         print(" ".join(f"{k}={v:.2f}" for k, v in figures.items()))

@@ -11,12 +11,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pretrain.cli import parse_key_values  # noqa: E402
+
 
 def main(argv: list[str]) -> int:
-    from pretrain.cloze_data import FactsError, convert_mlama, convert_xfactr, write_facts
-    from pretrain.export import parse_key_values
-
     args = parse_key_values(argv, required=("source", "root", "out"), optional={"languages": ""})
+    from pretrain.evaluation.facts import FactsError, convert_mlama, convert_xfactr, write_facts
+
     converters = {"mlama": convert_mlama, "xfactr": convert_xfactr}
     if args["source"] not in converters:
         print(f"error: source must be one of {', '.join(converters)}, got {args['source']!r}", file=sys.stderr)

@@ -12,17 +12,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pretrain.cli import parse_key_values  # noqa: E402
+
 
 def main(argv: list[str]) -> int:
-    from pretrain.export import parse_key_values
-
     args = parse_key_values(argv, required=("model", "facts"),
                             optional={"out": "cloze_results.json", "languages": "", "batch_size": 16,
                                       "device": "", "predictions": False})
     from transformers import LukeForMaskedLM, MLukeTokenizer
 
-    from pretrain.cloze import evaluate, format_table
-    from pretrain.cloze_data import FactsError, load_facts
+    from pretrain.evaluation.cloze import evaluate, format_table
+    from pretrain.evaluation.facts import FactsError, load_facts
 
     try:
         facts = load_facts(args["facts"])

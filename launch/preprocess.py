@@ -5,13 +5,15 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+CONF = Path(__file__).resolve().parents[1] / "conf"
+sys.path.insert(0, str(CONF.parent))
 
 import hydra  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from preprocessing.config import register  # noqa: E402
 from preprocessing.pipeline import PreprocessError, format_summary, run_pipeline  # noqa: E402
+from pretrain.cli import check_overrides  # noqa: E402
 
 register()
 
@@ -34,4 +36,5 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(CONF, "preprocess", sys.argv[1:])  # a bad override: one line, before any work
     main()

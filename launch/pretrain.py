@@ -8,11 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+CONF = Path(__file__).resolve().parents[1] / "conf"
+sys.path.insert(0, str(CONF.parent))
 
 import hydra  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from pretrain.cli import check_overrides  # noqa: E402
 from pretrain.config import ConfigError, register, take_local_rank  # noqa: E402
 
 sys.argv = take_local_rank(sys.argv)
@@ -30,11 +32,12 @@ def main(cfg) -> None:
     cfg = OmegaConf.to_object(cfg)
     # Heavy imports (torch, deepspeed) only now, so a bad override fails at once.
     from pretrain.data import DataError
+    from pretrain.distributed import DistributedError
     from pretrain.trainer import TrainingError, run
 
     try:
         summary = run(cfg)
-    except (ConfigError, DataError, TrainingError) as e:
+    except (ConfigError, DataError, DistributedError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -42,4 +45,5 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(CONF, "pretrain", sys.argv[1:])  # a bad override: one line, before any work
     main()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,34 +26,28 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pretrain.cli import parse_key_values  # noqa: E402
+
 SAMPLE = REPO / "sample"
 DEFAULTS = {"out": "quickstart_out", "xlmr": "standin", "steps": 300, "processes": 2,
             "overwrite": False}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+START = time.perf_counter()
+TOTAL_STEPS = 7
 
 
-class Steps:
-    """Runs numbered steps, prints how long each took, and skips those already done."""
-
-    def __init__(self, total: int):
-        self.total, self.number, self.start = total, 0, time.perf_counter()
-
-    def run(self, title: str, done: Path, action) -> None:
-        self.number += 1
-        head = f"[{self.number}/{self.total}] {title}"
-        if done.exists():
-            print(f"{head}: done already ({done}), reused", flush=True)
-            return
-        print(f"{head} ...", flush=True)
-        t0 = time.perf_counter()
-        action()
-        print(f"{head}: finished in {time.perf_counter() - t0:.0f} s "
-              f"(total {time.perf_counter() - self.start:.0f} s)", flush=True)
+def step(number: int, title: str, done: Path, action) -> None:
+    """Run step `number` unless its output `done` exists; print how long it took."""
+    head = f"[{number}/{TOTAL_STEPS}] {title}"
+    if done.exists():
+        print(f"{head}: done already ({done}), reused", flush=True)
+        return
+    print(f"{head} ...", flush=True)
+    t0 = time.perf_counter()
+    action()
+    print(f"{head}: finished in {time.perf_counter() - t0:.0f} s "
+          f"(total {time.perf_counter() - START:.0f} s)", flush=True)
 
 
 def run(cmd: list[str], **env: str) -> None:
@@ -65,9 +58,9 @@ def run(cmd: list[str], **env: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    from pretrain.export import parse_key_values
-
     args = parse_key_values(argv, required=(), optional=DEFAULTS)
+    from pretrain.distributed import free_port
+
     out = Path(args["out"]).resolve()
     if args["overwrite"]:
         shutil.rmtree(out, ignore_errors=True)
@@ -78,7 +71,6 @@ def main(argv: list[str]) -> None:
     data, runs = out / "data", out / "runs"
     stage1, stage2 = runs / "stage1-entity", runs / "stage2-full"
     export, cloze, report = out / "export", out / "cloze_results.json", out / "report"
-    steps = Steps(7)
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not os.environ.get("WANDB_API_KEY"):
@@ -101,14 +93,13 @@ def main(argv: list[str]) -> None:
         print("NOTE: no model hub here, so a tiny XLM-R trained on the sample stands in for "
               "xlm-roberta-base.\n      Run with xlmr=xlm-roberta-base (or a local XLM-R "
               "directory) to start from the real one.")
-        steps.run("stand-in XLM-R and tokenizer", xlmr, build_standin)
+        step(1, "stand-in XLM-R and tokenizer", xlmr, build_standin)
     else:
-        steps.number += 1
         print(f"[1/7] starting from {xlmr}")
 
     dumps = ", ".join(f"{p.name.split('wiki-')[0]}: '{p}'"
                       for p in sorted((SAMPLE / "dumps").glob("*wiki-sample.xml")))
-    steps.run("preprocess the sample", data / "stats.json", lambda: run([
+    step(2, "preprocess the sample", data / "stats.json", lambda: run([
         py, "launch/preprocess.py", f"out_dir={data}", f"dumps={{{dumps}}}",
         f"wikidata={SAMPLE / 'wikidata-sample.json'}", f"tokenizer={xlmr}",
         "entity_vocab.min_num_languages=2", "dataset.max_seq_length=128"]))
@@ -120,10 +111,10 @@ def main(argv: list[str]) -> None:
              f"trainer.max_steps={args['steps']}", "resume=auto"],
             PATH=f"{Path(py).parent}{os.pathsep}{os.environ['PATH']}")
 
-    steps.run("pretraining stage 1 (entity side)", stage1 / "export" / "config.json",
-              lambda: pretrain("entity", xlmr, stage1))
-    steps.run("pretraining stage 2 (all weights)", stage2 / "export" / "config.json",
-              lambda: pretrain("full", stage1, stage2))
+    step(3, "pretraining stage 1 (entity side)", stage1 / "export" / "config.json",
+         lambda: pretrain("entity", xlmr, stage1))
+    step(4, "pretraining stage 2 (all weights)", stage2 / "export" / "config.json",
+         lambda: pretrain("full", stage1, stage2))
 
     def export_and_load() -> None:
         run([py, "launch/export.py", f"checkpoint={stage2}", f"out={export}"])
@@ -139,13 +130,13 @@ def main(argv: list[str]) -> None:
               f"{type(tokenizer).__name__}; entity ids of en:Berlin, en:Germany = "
               f"{enc['entity_ids'][0].tolist()}")
 
-    steps.run("export to Hugging Face format", export / "model.safetensors", export_and_load)
-    steps.run("cloze evaluation", cloze, lambda: run([
+    step(5, "export to Hugging Face format", export / "model.safetensors", export_and_load)
+    step(6, "cloze evaluation", cloze, lambda: run([
         py, "launch/evaluate.py", f"model={export}", f"facts={SAMPLE / 'facts-sample.jsonl'}",
         f"out={cloze}"]))
-    steps.run("report", report / "report.html", lambda: run([
-        py, "launch/report.py", str(stage1), str(stage2), "--data", str(data),
-        "--cloze", str(cloze), "--out", str(report)]))
+    step(7, "report", report / "report.html", lambda: run([
+        py, "launch/report.py", f"runs={stage1},{stage2}", f"data={data}", f"cloze={cloze}",
+        f"out={report}"]))
 
     wandb_runs = sorted(p for r in (stage1, stage2) for p in r.rglob("offline-run-*") if p.is_dir())
     print("\nDone. Everything is under", out)

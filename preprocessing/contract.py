@@ -49,6 +49,13 @@ DATASET_STAT_KEYS = ("pages", "paragraphs", "sentences", "links", "links_in_voca
                      "tokens", "entities")
 STAT_KEYS = ("pages", "redirects", "disambiguation", "skipped", "paragraphs", "sentences", "links",
              "links_in_vocab", "examples", "tokens", "entities")
+# What found each disambiguation page: the first three in the wikitext (extract stage), the last
+# from Wikidata (items that are instances of Q4167410, "Wikimedia disambiguation page"; the
+# JSON dump only), applied by the entity_vocab stage: such pages keep their text but are never
+# entities. stats.json holds {signal: pages} per language under DISAMBIGUATION_SIGNALS_KEY.
+DISAMBIGUATION_SIGNALS = ("template", "magic_word", "category", "wikidata")
+DISAMBIGUATION_SIGNALS_KEY = "disambiguation_signals"
+DISAMBIGUATION_SIGNALS_FILE = "disambiguation_signals.tsv"  # in pages/<lang>/: title<TAB>signal
 
 
 # ---------------------------------------------------------------- paths under OUT
@@ -59,8 +66,13 @@ class DataDir:
         self.root = Path(root)
 
     def pages(self, lang: str) -> Path:
-        """pages.jsonl, redirects.tsv, disambiguation.txt, stats.json of one language."""
+        """pages.jsonl, redirects.tsv, disambiguation.txt (+ disambiguation_signals.tsv), stats.json
+        of one language."""
         return self.root / "pages" / lang
+
+    def disambiguation_signals(self, lang: str) -> Path:
+        """What found each of the extract stage's disambiguation pages: title<TAB>signal lines."""
+        return self.pages(lang) / DISAMBIGUATION_SIGNALS_FILE
 
     def truncated_pages(self, lang: str) -> Path:
         """The pages read from a truncated dump, kept out of later stages' way."""

@@ -57,11 +57,14 @@ def _malformed(stats: dict, path: Path, lineno: int, why) -> None:
         log.warning("%s line %d: malformed page skipped (%s)", path, lineno, why)
 
 
-def count_entities(lang_dir, progress: bool = False) -> tuple[Counter, dict]:
+def count_entities(lang_dir, progress: bool = False,
+                   wikidata_disambiguation: set[str] | None = None) -> tuple[Counter, dict]:
     """Link counts of one language's extract output: {title: n} for existing articles.
 
     Two passes over pages.jsonl so that memory grows with the number of articles, not with
-    the number of distinct link targets (red links included).
+    the number of distinct link targets (red links included). `wikidata_disambiguation`: titles
+    of Wikidata's disambiguation items, never entities (the extract stage left out the pages
+    their wikitext marks); stats count those among the pages.
     """
     lang_dir = Path(lang_dir)
     pages = lang_dir / "pages.jsonl"
@@ -71,7 +74,11 @@ def count_entities(lang_dir, progress: bool = False) -> tuple[Counter, dict]:
             raise FileNotFoundError(f"{path} is missing: rerun the extract stage for this language")
     redirects = Redirects.load(lang_dir / "redirects.tsv")
     disambiguation = set((lang_dir / "disambiguation.txt").read_text(encoding="utf-8").splitlines())
-    articles = _page_titles(pages) - disambiguation
+    titles = _page_titles(pages)
+    flagged = titles & wikidata_disambiguation if wikidata_disambiguation is not None else set()
+    articles = titles - disambiguation - flagged
+    if wikidata_disambiguation is not None:  # a count only where Wikidata gave the signal
+        stats["disambiguation_wikidata"] = len(flagged)
     counts: Counter = Counter()
     with open(pages, encoding="utf-8") as f:
         for lineno, line in enumerate(tqdm(f, desc=f"entity counts {lang_dir.name}", unit=" pages",
@@ -93,19 +100,32 @@ def count_entities(lang_dir, progress: bool = False) -> tuple[Counter, dict]:
     return counts, stats
 
 
+def _most_linked(counts: Counter, n: int) -> Counter:
+    """The n most-linked titles (ties by title, so the cut does not depend on the order pages were read)."""
+    if len(counts) <= n:
+        return counts
+    return Counter(dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:max(0, n)]))
+
+
 def _count_job(args):
     return count_entities(*args)
 
 
 def build_entity_vocab(
     pages_root, languages, out_jsonl, out_json, interwiki_dir=None, size: int = 1_200_000,
-    min_num_languages: int = 3, progress: bool = True, num_workers: int = 1,
+    min_num_languages: int = 3, progress: bool = True, num_workers: int = 1, per_language_size: int = 1_000_000,
 ) -> dict:
-    """Build the vocabulary from pages_root/<lang>/ (+ interwiki/); return its stats."""
-    from .interwiki import load_interwiki
+    """Build the vocabulary from pages_root/<lang>/ (+ interwiki/); return its stats.
+
+    As the reference, each language's entities are first cut to its `per_language_size` most-linked ones
+    (the reference's per-language vocabulary files hold that many entries, its 3 special ones included),
+    then merged across languages by QID."""
+    from .interwiki import load_disambiguation, load_interwiki
 
     languages = list(languages)
-    jobs = [(Path(pages_root) / lang, progress and num_workers <= 1) for lang in languages]
+    jobs = [(Path(pages_root) / lang, progress and num_workers <= 1,
+             load_disambiguation(interwiki_dir, lang) if interwiki_dir is not None else None)
+            for lang in languages]
     if num_workers > 1 and len(languages) > 1:
         # fork: nothing big is loaded yet, and callers need no __main__ guard.
         with get_context("fork").Pool(min(num_workers, len(languages))) as pool:
@@ -113,8 +133,11 @@ def build_entity_vocab(
                                 desc="entity counts", disable=not progress))
     else:
         results = [_count_job(job) for job in jobs]
-    counts = {lang: c for lang, (c, _) in zip(languages, results)}
-    stats: dict = {"languages": {lang: s for lang, (_, s) in zip(languages, results)}}
+    keep = per_language_size - len(SPECIAL_ENTITIES)
+    counts = {lang: _most_linked(c, keep) for lang, (c, _) in zip(languages, results)}
+    stats: dict = {"languages": {lang: s for lang, (_, s) in zip(languages, results)},
+                   "dropped_per_language_size": {lang: len(c) - len(counts[lang]) for lang, (c, _) in
+                                                 zip(languages, results)}}
 
     qids = {}
     if interwiki_dir is not None:

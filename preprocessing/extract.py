@@ -1,4 +1,5 @@
-"""The extract stage: dumps → pages.jsonl, redirects.tsv, disambiguation.txt, stats.json per language.
+"""The extract stage: dumps → pages.jsonl, redirects.tsv, disambiguation.txt (+ the signal that
+found each: disambiguation_signals.tsv), stats.json per language.
 
 One pool of worker processes serves every language at once (`extract_dumps`). A dump that can be
 cut into chunks (multistream.py: any bz2, plain UTF-8 XML) is read by the workers themselves,
@@ -33,27 +34,28 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .contract import EXTRACT_STAT_KEYS
+from .contract import DISAMBIGUATION_SIGNALS_FILE, EXTRACT_STAT_KEYS
 from .dumps import DumpError, DumpReader, Page, dump_error, fragment_pages, open_dump, read_siteinfo
 from .multistream import Plan, plan, read_chunk
 from .progress import ProgressLog, exit_with
 from .titles import normalize_title
-from .wikitext import WikitextParser, is_disambiguation
+from .wikitext import WikitextParser, disambiguation_signal
 
 log = logging.getLogger(__name__)
 
 BATCH_PAGES = 64  # pages per task sent to a worker (dumps read by the main process)
 BATCH_CHARS = 2_000_000  # ... or fewer when pages are long
 MAX_LOGGED_SKIPS = 5
-OUTPUTS = ("pages.jsonl", "redirects.tsv", "disambiguation.txt")
+OUTPUTS = ("pages.jsonl", "redirects.tsv", "disambiguation.txt", DISAMBIGUATION_SIGNALS_FILE)
 
-# Old dumps without <redirect title=...>: the text starts with #REDIRECT (or a local form).
+# Old dumps without <redirect title=...>: the text starts with #REDIRECT (accepted on every wiki)
+# or a local form (MediaWiki's Messages*.php).
 _REDIRECT = re.compile(
     r"\s*#(?:REDIRECT|WEITERLEITUNG|REDIRECTION|REDIRECCIÓN|REDIRECCION|RINVIA|RINVIO|"
     r"DOORVERWIJZING|PATRZ|PRZEKIERUJ|TAM|REDIRECIONAMENTO|ПЕРЕНАПРАВЛЕНИЕ|ПЕРЕНАПР|転送|"
     r"リダイレクト|重定向|تحويل|अनुप्रेषित|पुनर्निर्देशित|เปลี่ยนทาง|ΑΝΑΚΑΤΕΥΘΥΝΣΗ|OHJAUS|"
     r"UUDELLEENOHJAUS|ALIH|넘겨주기|OMDIRIGERING|YÖNLENDİRME|YÖNLENDIRME|YÖNLENDİR|ĐỔI|"
-    r"পুনর্নির্দেশ|దారిమార్పు|ELEKEZA)"
+    r"পুনর্নির্দেশ|దారిమార్పు|ELEKEZA|ПРЕНАСОЧВАНЕ|ВИЖ|ПЕРЕНАПРАВЛЕННЯ|PŘESMĚRUJ)"
     r"\s*:?\s*\[\[([^\]|]+)",
     re.IGNORECASE,
 )
@@ -66,13 +68,14 @@ def _parser(lang: str, namespaces: tuple[tuple[int, str], ...]) -> WikitextParse
 
 def _process_batch(lang: str, namespaces: tuple, batch: list[tuple[int, str, str]]) -> list[tuple]:
     """Parse (id, title, text) pages. Returns per page one of ("page", json_line, n_paragraphs,
-    n_links), ("disambiguation", title) or ("skipped", reason, error)."""
+    n_links), ("disambiguation", signal) or ("skipped", reason, error)."""
     results = []
     parser = _parser(lang, namespaces)
     for page_id, title, text in batch:
         try:
-            if is_disambiguation(text, lang):
-                results.append(("disambiguation", title))
+            signal = disambiguation_signal(text, lang, parser.siteinfo)
+            if signal:
+                results.append(("disambiguation", signal))
                 continue
             paragraphs = parser.parse(text)
             if not paragraphs:
@@ -115,7 +118,7 @@ def _new_stats() -> dict:
 
 
 def _process_pages(lang: str, namespaces: tuple, pages: list[Page]) -> dict:
-    """One task's output: the pages.jsonl, redirects.tsv and disambiguation.txt text of `pages`,
+    """One task's output: the text of each of OUTPUTS for `pages`,
     their stats, the skipped pages to log, and the last page read."""
     stats = _new_stats()
     del stats["truncated"]
@@ -132,7 +135,7 @@ def _process_pages(lang: str, namespaces: tuple, pages: list[Page]) -> dict:
             stats["skipped"]["bad_title"] = stats["skipped"].get("bad_title", 0) + 1
             continue
         articles.append((page.id, title, page.text))
-    lines, disambiguation, skips = [], [], []
+    lines, disambiguation, signals, skips = [], [], [], []
     for (page_id, title, _), result in zip(articles, _process_batch(lang, namespaces, articles)):
         kind = result[0]
         if kind == "page":
@@ -142,6 +145,7 @@ def _process_pages(lang: str, namespaces: tuple, pages: list[Page]) -> dict:
             stats["links"] += result[3]
         elif kind == "disambiguation":
             disambiguation.append(title + "\n")
+            signals.append(f"{title}\t{result[1]}\n")
             stats["disambiguation"] += 1
         else:
             reason = result[1]
@@ -151,7 +155,8 @@ def _process_pages(lang: str, namespaces: tuple, pages: list[Page]) -> dict:
     # UTF-8 here, in the worker: the main process only writes the bytes.
     return {"pages.jsonl": "".join(lines).encode("utf-8"),
             "redirects.tsv": out["redirects"].getvalue().encode("utf-8"),
-            "disambiguation.txt": "".join(disambiguation).encode("utf-8"), "stats": stats,
+            "disambiguation.txt": "".join(disambiguation).encode("utf-8"),
+            DISAMBIGUATION_SIGNALS_FILE: "".join(signals).encode("utf-8"), "stats": stats,
             "skips": skips, "last_page": (pages[-1].id, pages[-1].title) if pages else None}
 
 

@@ -16,8 +16,9 @@ import os
 import shutil
 from pathlib import Path
 
-from .config import LANGUAGES, STAGES, PreprocessConfig
-from .contract import SPECIAL_ENTITIES, STAT_KEYS, DataDir, DatasetMetadata, MetadataError
+from .config import STAGES, WIKIPEDIA_CODE, PreprocessConfig
+from .contract import (DISAMBIGUATION_SIGNALS, DISAMBIGUATION_SIGNALS_KEY, SPECIAL_ENTITIES, STAT_KEYS,
+                       DataDir, DatasetMetadata, MetadataError)
 from .fsutil import atomic_dir, atomic_file, partial_dir, publish_dir
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,19 @@ def _languages(cfg: PreprocessConfig) -> list[str]:
         )
     if not hasattr(cfg.dumps, "items"):
         raise PreprocessError(f"dumps must map languages to dump files, got {cfg.dumps!r}")
-    unknown = [str(lang) for lang in cfg.dumps if lang not in LANGUAGES]
+    unknown = [str(lang) for lang in cfg.dumps if not WIKIPEDIA_CODE.fullmatch(str(lang))]
     if unknown:
         raise PreprocessError(
-            f"unknown language key(s) in dumps: {', '.join(unknown)}; "
-            f"expected Wikipedia codes among: {' '.join(LANGUAGES)}"
+            f"unknown language key(s) in dumps: {', '.join(unknown)}; expected Wikipedia language "
+            "codes, the xx of xx.wikipedia.org (e.g. en, bg, zh-yue)"
         )
+    from .wikitext import WIKI_LANGUAGES
+
+    known = set(WIKI_LANGUAGES.split())
+    for lang in cfg.dumps:
+        if lang not in known:
+            log.warning("'%s' is not among the Wikipedias this version knows; using it anyway "
+                        "(English namespace names and markup rules where its dump gives none)", lang)
     return [str(lang) for lang in cfg.dumps]
 
 
@@ -56,13 +64,20 @@ def validate(cfg: PreprocessConfig) -> list[str]:
                 path = Path(str(cfg.dumps[lang]))
                 if not path.is_file():
                     raise PreprocessError(f"dump for '{lang}' not found: {path}")
-    if "interwiki" in cfg.stages and cfg.wikidata and not Path(cfg.wikidata).is_file():
-        raise PreprocessError(f"wikidata dump not found: {cfg.wikidata}")
+    if "interwiki" in cfg.stages and cfg.wikidata:
+        if not Path(cfg.wikidata).is_file():
+            raise PreprocessError(f"wikidata dump not found: {cfg.wikidata}")
+        from .interwiki import WikidataError, input_format
+
+        try:
+            log.info("wikidata: %s (%s)", cfg.wikidata, input_format(cfg.wikidata))
+        except WikidataError as e:
+            raise PreprocessError(str(e)) from None
     if "dataset" in cfg.stages and not cfg.tokenizer:
         raise PreprocessError(
             "the dataset stage needs tokenizer=NAME_OR_DIR (e.g. tokenizer=xlm-roberta-base)"
         )
-    for key in ("size", "min_num_languages"):
+    for key in ("size", "min_num_languages", "per_language_size"):
         if getattr(cfg.entity_vocab, key) < 1:
             raise PreprocessError(f"entity_vocab.{key} must be >= 1")
     _indexes(cfg, languages)
@@ -215,6 +230,7 @@ def run_entity_vocab(cfg: PreprocessConfig, out: Path, languages: list[str]) -> 
             stats = build_entity_vocab(
                 data.pages_root, languages, tmp_jsonl, tmp_flat, interwiki_dir=interwiki,
                 size=cfg.entity_vocab.size, min_num_languages=cfg.entity_vocab.min_num_languages,
+                per_language_size=cfg.entity_vocab.per_language_size,
                 progress=cfg.progress, num_workers=_num_workers(cfg),
             )
             if stats["entities"] <= len(SPECIAL_ENTITIES):  # then nothing is written
@@ -288,9 +304,26 @@ STAGE_FUNCTIONS = {
     "dataset": run_dataset,
 }
 
+def _disambiguation_signals(out: Path, lang: str, vocab_stats: dict) -> dict:
+    """{signal: pages}: the extract stage's counts, and Wikidata's where it gave that signal."""
+    path = DataDir(out).disambiguation_signals(lang)
+    signals = {}
+    if path.exists():
+        signals = dict.fromkeys(DISAMBIGUATION_SIGNALS[:-1], 0)
+        for line in path.read_text(encoding="utf-8").splitlines():
+            signal = line.rpartition("\t")[2]
+            signals[signal] = signals.get(signal, 0) + 1
+    wikidata = vocab_stats.get("languages", {}).get(lang, {}).get("disambiguation_wikidata")
+    if wikidata is not None:
+        signals["wikidata"] = wikidata
+    return {k: signals[k] for k in DISAMBIGUATION_SIGNALS if k in signals}
+
+
 def collect_stats(out: Path, languages: list[str]) -> dict:
-    """Merge the per-language stats of the extract and dataset stages."""
+    """Merge the per-language stats of the extract, entity_vocab and dataset stages."""
     stats = {}
+    vocab_stats_path = DataDir(out).entity_vocab_stats
+    vocab_stats = json.loads(vocab_stats_path.read_text()) if vocab_stats_path.exists() else {}
     for lang in languages:
         merged: dict = {"skipped": {}}
         for path in (DataDir(out).pages(lang) / "stats.json", DataDir(out).dataset(lang) / "stats.json"):
@@ -303,6 +336,10 @@ def collect_stats(out: Path, languages: list[str]) -> dict:
                 if key in ("links", "paragraphs") and key in merged:
                     continue  # the extract stage's count of links/paragraphs is the primary one
                 merged[key] = value
+        signals = _disambiguation_signals(out, lang, vocab_stats)
+        if signals:
+            merged[DISAMBIGUATION_SIGNALS_KEY] = signals
+            merged["disambiguation"] = merged.get("disambiguation", 0) + signals.get("wikidata", 0)
         stats[lang] = {k: merged.get(k, 0) for k in STAT_KEYS} | {
             k: v for k, v in merged.items() if k not in STAT_KEYS
         }

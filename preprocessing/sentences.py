@@ -20,16 +20,28 @@ from icu4py.locale import Locale
 # ICU's abbreviation suppressions ("Mr.", "e.g.") exist for these locales; the reference enables
 # them exactly for this set.
 _SUPPRESS_ABBREVIATIONS = {"en", "de", "es", "it", "pt"}
-# Scripts whose sentences are delimited by a space and which ICU does not split.
-_SPACE_DELIMITED = {"th"}
+# Scripts whose sentences are delimited by a space and which ICU does not split: Thai, Lao.
+_SPACE_DELIMITED = {"th", "lo"}
 _SPACES = re.compile(r"\s+")
 MIN_CLAUSE_CHARS = 64  # ~15-20 XLM-R tokens of Thai
+# Wikipedia codes that are not the language's ICU (BCP 47) code; the rest are used as they are.
+_ICU_CODES = {"simple": "en", "zh-yue": "yue", "zh-classical": "lzh", "zh-min-nan": "nan",
+              "be-tarask": "be", "be-x-old": "be", "bat-smg": "sgs", "fiu-vro": "vro",
+              "roa-rup": "rup", "nds-nl": "nds", "map-bms": "jv", "cbk-zam": "cbk"}
+
+
+def icu_locale_id(lang: str) -> str:
+    """The ICU locale of a Wikipedia code. ICU falls back to its root locale (the default
+    Unicode sentence rules) for a language it has no data for, which is right for most."""
+    code = _ICU_CODES.get(lang, lang)
+    return f"{code}@ss=standard" if code in _SUPPRESS_ABBREVIATIONS else code
 
 
 @functools.lru_cache(maxsize=None)
 def _locale(lang: str) -> Locale:
     # icu4py's Locale cannot be pickled, so each process builds its own from the language code.
-    return Locale(f"{lang}@ss=standard" if lang in _SUPPRESS_ABBREVIATIONS else lang)
+    locale = Locale(icu_locale_id(lang))
+    return Locale("") if locale.bogus else locale  # "": the root locale
 
 
 def _boundaries(text: str, lang: str) -> list[int]:

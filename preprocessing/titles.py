@@ -22,8 +22,19 @@ _TURKIC = {"tr", "az", "crh", "kaa", "kk", "tt"}
 _CHAR_REF = re.compile(r"&(?:#[0-9]+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
 
 
+# A title that is already normalized (most Wikidata sitelinks and link targets): no character
+# any step below would change, single spaces between words, not starting with ":".
+_KEPT = r"[^\s_&%#\u180e\u200e\u200f\u202a-\u202e]"
+_PLAIN = re.compile(rf"(?!:){_KEPT}+(?: {_KEPT}+)*")
+
+
 def normalize_title(title: str, lang: str | None = None) -> str:
     """Normalize a title or link target; returns "" when nothing is left (e.g. "#History")."""
+    if _PLAIN.fullmatch(title) and unicodedata.is_normalized("NFC", title):
+        first = title[0]  # the fast path: only the first letter can change
+        upper = first.upper()
+        if upper == first or len(upper) != 1:  # (Turkic "i" → "İ" is a change: not here)
+            return title
     if "&" in title:
         title = _CHAR_REF.sub(lambda m: html.unescape(m.group()), title)
     if "%" in title:

@@ -38,9 +38,10 @@ class Paragraph:
 
 
 # ---------------------------------------------------------------------------------------------
-# Namespaces. English canonical names work on every wiki; local names per language (and their
-# old aliases such as Image/Bild) are listed for the 24 mLUKE languages. Names found in a dump's
-# <siteinfo> can be passed in as well.
+# Namespaces. A dump's own <siteinfo> names them in its language (every real dump has one): those
+# names come first. The tables below are the fallback for dumps without one, and hold what a
+# siteinfo never lists: the English canonical names, which work on every wiki, and old aliases
+# (Image/Bild) of the 24 mLUKE languages.
 
 FILE_NS = {  # namespace 6 (files) and -2 (Media:, a direct link to a file): dropped with content
     "ar": "ملف صورة ميديا",
@@ -148,21 +149,26 @@ def _namespace_table(lang: str, extra: tuple[tuple[int, str], ...] = ()) -> dict
         table[name] = _LANGLINK
     for name in INTERWIKI.split() + OTHER_NS.split():
         table[_ns_key(name)] = _OTHER
-    for key, name in extra:  # <siteinfo> names of this very wiki
-        if key != 0 and name:
-            table[_ns_key(name)] = _FILE if key in (6, -2) else _CATEGORY if key == 14 else _OTHER
     for name in ["File", "Image", "Media", *FILE_NS.get(lang, "").split()]:
         table[_ns_key(name)] = _FILE
     for name in ["Category", *CATEGORY_NS.get(lang, "").split()]:
         table[_ns_key(name)] = _CATEGORY
+    for key, name in extra:  # <siteinfo> names of this very wiki: they win
+        if key != 0 and name:
+            table[_ns_key(name)] = _FILE if key in (6, -2) else _CATEGORY if key == 14 else _OTHER
     return table
 
 
 # ---------------------------------------------------------------------------------------------
 # Link trails: letters right after a link join its anchor ([[bar]]s → "bars"). MediaWiki's rule
-# is per language; letters of any alphabet approximate it. Languages written without spaces
-# (and Korean, whose particles attach to nouns) get no trail, as on those wikis.
+# is per language; letters of any alphabet approximate it, except those of scripts written
+# without spaces between words (Han, kana, Thai, Lao, Khmer, Myanmar, Tibetan), where a trail
+# would swallow the words after the link on any wiki (zh-yue, wuu, lo, my...). Japanese, Chinese,
+# Thai and Korean (whose particles attach to nouns) get no trail at all, as on those wikis.
 _NO_TRAIL = {"ja", "zh", "th", "ko"}
+_NO_SPACE_SCRIPTS = ("\u0e00-\u0fff\u1000-\u109f\u1780-\u17ff\u19e0-\u19ff\u3040-\u30ff"
+                     "\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+                     "\U00020000-\U0003134f")
 
 
 def _mark_class() -> str:
@@ -180,7 +186,7 @@ def _mark_class() -> str:
 
 
 _MARKS = _mark_class()
-_TRAIL = re.compile(rf"(?:[^\W\d_]|[{_MARKS}])+")
+_TRAIL = re.compile(rf"(?:(?![{_NO_SPACE_SCRIPTS}])(?:[^\W\d_]|[{_MARKS}]))+")
 
 # ---------------------------------------------------------------------------------------------
 # Pre-cut scanner (regexes on the raw wikitext).
@@ -538,7 +544,8 @@ class WikitextParser:
 
     def __init__(self, lang: str, namespaces: dict[int, str] | None = None):
         self.lang = lang
-        self.namespaces = _namespace_table(lang, tuple(sorted((namespaces or {}).items())))
+        self.siteinfo = dict(namespaces or {})
+        self.namespaces = _namespace_table(lang, tuple(sorted(self.siteinfo.items())))
         self.trail = None if lang in _NO_TRAIL else _TRAIL
         self._tokenizer = Parser()._tokenizer
         # Link targets repeat a lot within and across pages.
@@ -621,10 +628,11 @@ def parse_wikitext(wikitext: str, lang: str) -> list[Paragraph]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Disambiguation pages are recognised by their templates (the Disambiguator extension's magic
-# word __DISAMBIG__, which those templates emit, included) or, failing that, by a category.
-# Names below are the main templates and redirects to them on the 24 wikis; English ones are
-# used across many wikis.
+# Disambiguation pages are recognised in their wikitext by, in this order, a template, the
+# Disambiguator extension's magic word __DISAMBIG__ (which those templates emit; a page may also
+# carry it directly), or a category. (Wikidata's Q4167410 items are the language-independent
+# fourth signal: see interwiki.py.) Names below are the main templates and redirects to them on
+# the 24 wikis; English ones are used across many wikis.
 DISAMBIGUATION_TEMPLATES = {
     "*": "Disambiguation|Disambig|Dab|Disamb|Hndis|Geodis|Human name disambiguation|"
          "Place name disambiguation|Disambiguation page",
@@ -652,11 +660,14 @@ DISAMBIGUATION_TEMPLATES = {
     "vi": "Trang định hướng|Định hướng",
     "zh": "消歧义|消歧義|消歧義頁|消歧义页",
 }
-# The Disambiguator extension's magic word and its local aliases (Disambiguator.i18n.magic.php);
-# a page may carry one directly instead of through a template.
+# The Disambiguator extension's magic word and its local aliases (Disambiguator.i18n.magic.php).
+# Every wiki also accepts the English __DISAMBIG__: a language without a template list here
+# relies on it.
 DISAMBIGUATION_MAGIC_WORDS = (
-    "DISAMBIG|توضيح|BEGRIFFSKLÄRUNG|DISAMBIGUACIÓN|DISAMBIGUACION|HOMONYMIE|बहुवि|曖昧さ回避|"
-    "동음이의|ĐỊNH_HƯỚNG|ĐỊNHHƯỚNG|消歧义|消除歧义"
+    "DISAMBIG|توضيح|DƏQİQLƏŞDİRMƏ|ROZCESTNÍK|BEGRIFFSKLÄRUNG|DISAMBIGUACIÓN|DISAMBIGUACION|"
+    "TÄPSUSTUS|ابهام\u200cزدایی|ابهامزدایی|HOMONYMIE|HOMÓNIMOS|HOMONIMOS|דף_פירושונים|פירושונים|"
+    "बहुवि|曖昧さ回避|동음이의|ПОЈАСНУВАЊЕ|വിവക്ഷ|निःसंदिग्ध|PEKER|FLEIRTYDING|ДИСАМБИГ|ضد_ابہام|"
+    "ĐỊNH_HƯỚNG|ĐỊNHHƯỚNG|消歧义|消除歧义"
 )
 # English Wikipedia's many topic variants, also used elsewhere: "Hospital disambiguation",
 # "Species Latin name disambiguation"... ("Disambiguation needed" is a cleanup tag: no match).
@@ -671,21 +682,34 @@ DISAMBIGUATION_CATEGORY_WORDS = (
 
 
 @lru_cache(maxsize=64)
-def _disambiguation_regexes(lang: str) -> tuple[re.Pattern, re.Pattern]:
+def _disambiguation_regexes(lang: str, category_ns: str = "") -> tuple[tuple[str, re.Pattern], ...]:
+    """(signal, regex) pairs, tried in this order; category_ns: the <siteinfo> name of ns 14."""
     names = {*DISAMBIGUATION_TEMPLATES["*"].split("|"),
              *DISAMBIGUATION_TEMPLATES.get(lang, "").split("|")}
     names = sorted(filter(None, names), key=len, reverse=True)  # longest first
     alternatives = "|".join(re.escape(n).replace(r"\ ", "[ _]+") for n in names)
-    template = re.compile(rf"__(?:{DISAMBIGUATION_MAGIC_WORDS})__|\{{\{{\s*(?:Template:)?"
-                          rf"(?:{alternatives}|{_TOPIC_DISAMBIGUATION})\s*[|}}]", re.IGNORECASE)
-    categories = [r"Category"] + CATEGORY_NS.get(lang, "").split()
-    cat_names = "|".join(re.escape(c).replace("_", "[ _]") for c in categories)
+    template = re.compile(
+        rf"\{{\{{\s*(?:Template:)?(?:{alternatives}|{_TOPIC_DISAMBIGUATION})\s*[|}}]", re.IGNORECASE)
+    # diq's alias is written with single underscores (_MANEYOBİN_).
+    magic_word = re.compile(rf"__(?:{DISAMBIGUATION_MAGIC_WORDS})__|_MANEYOBİN_", re.IGNORECASE)
+    categories = {"Category", *CATEGORY_NS.get(lang, "").split(), *filter(None, [category_ns])}
+    cat_names = "|".join(re.escape(c).replace("_", "[ _]").replace(r"\ ", "[ _]")
+                         for c in sorted(categories))
     category = re.compile(
         rf"\[\[\s*(?:{cat_names})\s*:[^\]|]*(?:{DISAMBIGUATION_CATEGORY_WORDS})", re.IGNORECASE
     )
-    return template, category
+    return ("template", template), ("magic_word", magic_word), ("category", category)
+
+
+def disambiguation_signal(wikitext: str, lang: str,
+                          namespaces: dict[int, str] | None = None) -> str | None:
+    """What marks the page as a disambiguation page ("template", "magic_word", "category"; see
+    contract.DISAMBIGUATION_SIGNALS), or None. `namespaces`: the dump's <siteinfo> names."""
+    for signal, regex in _disambiguation_regexes(lang, (namespaces or {}).get(14, "")):
+        if regex.search(wikitext):
+            return signal
+    return None
 
 
 def is_disambiguation(wikitext: str, lang: str) -> bool:
-    template, category = _disambiguation_regexes(lang)
-    return bool(template.search(wikitext) or category.search(wikitext))
+    return disambiguation_signal(wikitext, lang) is not None

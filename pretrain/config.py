@@ -33,20 +33,23 @@ class DataConfig:
     # The last `eval_examples` examples of each language are held out for evaluation.
     eval_examples: int = 64
     prefetch: int = 8  # micro-batches prepared ahead by a background thread
-    # Masking (mLUKE / LUKE defaults).
+    # Masking (mLUKE / LUKE defaults). mLUKE masks subword tokens; whole_word_masking masks whole words.
     mlm_probability: float = 0.15
     mep_probability: float = 0.15
+    whole_word_masking: bool = False
 
 
 @dataclass
 class ModelConfig:
-    name: str = "tiny"
-    # XLM-R hub name or directory (stage 1), a pretraining run dir / checkpoint, or an export dir.
+    # XLM-R hub name or directory (stage 1), a pretraining run dir / checkpoint, or an export dir
+    # (pretrain/weights.py says how a path is recognised).
     init_from: str = MISSING
     entity_emb_size: int = 256
     # Entity-aware self-attention (separate queries per word/entity pair, as in LUKE); mLUKE
     # pretrains without it (Ri et al. 2022), so it is off by default.
     use_entity_aware_attention: bool = False
+    # Recompute each encoder layer's activations in the backward pass: less memory, ~1/3 more compute.
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -80,6 +83,9 @@ class OptimConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 2500
     grad_clip: float = 10000.0  # reference value; 0 disables clipping
+    # Adam's bias correction of its moment estimates; the mLUKE recipe trains without it (its DeepSpeed
+    # configs: "bias_correction": false), see pretrain/optim.py.
+    bias_correction: bool = False
 
 
 @dataclass
@@ -87,13 +93,17 @@ class TrainerConfig:
     max_steps: int = 1000  # optimizer steps
     global_batch_size: int = 2048  # sequences per optimizer step, all ranks together
     micro_batch_size: int = 4  # sequences per forward pass per rank
-    precision: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32
+    # Mixed precision: fp32 weights (master copy, frozen ones never rounded), fp32 gradients accumulated and
+    # reduced in fp32, matrix products in bf16/fp16 (torch autocast). auto: bf16 on a GPU that has it, else fp32.
+    precision: str = "auto"
     log_every: int = 10
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     eval_every: int = 1000  # 0 disables periodic evaluation
     eval_batches: int = 0  # 0 = the whole held-out slice
-    max_bad_steps: int = 10  # consecutive non-finite losses before stopping
+    max_bad_steps: int = 10  # consecutive steps with non-finite gradients (updates skipped) before stopping
+    # Under SLURM, a run stopped by a signal requeues its job (scontrol requeue) to resume from its checkpoint.
+    requeue: bool = True
     progress: bool = True
     export: bool = True  # write RUN_DIR/export (HF format) at the end
 
@@ -209,29 +219,26 @@ def derive(cfg: PretrainConfig, world_size: int, device_type: str, bf16_supporte
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": device_type == "cuda"}
     if ds.offload_param:
         zero["offload_param"] = {"device": "cpu", "pin_memory": device_type == "cuda"}
-    if ds.zero_stage == 3:
-        # Only for users who call engine.save_16bit_model(); our checkpoints and export do not use it: the
-        # export consolidates the fp32 master weights of the final checkpoint with zero_to_fp32
-        # (trainer.consolidated_state_dict), which needs no collective and no GPU memory.
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
     ds_dict: dict = {
         "train_batch_size": t.global_batch_size,
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
         "gradient_accumulation_steps": grad_accum,
         "gradient_clipping": cfg.optim.grad_clip,
         "zero_optimization": zero,
-        # With bf16 and ZeRO-1/2 DeepSpeed accumulates gradients over micro-batches in bf16 (its default
-        # data_types.grad_accum_dtype is the model dtype). Not measured on GPUs here; for many accumulation
-        # steps consider deepspeed.extra={data_types: {grad_accum_dtype: fp32}} (ZeRO-1 then uses DeepSpeed's
-        # BF16_Optimizer).
-        "bf16": {"enabled": precision == "bf16"},
-        "fp16": {"enabled": precision == "fp16", "initial_scale_power": 16},
+        # Mixed precision through torch autocast: the module stays fp32, so gradients are accumulated and reduced
+        # in fp32 and frozen weights are never rounded (DeepSpeed's own bf16/fp16 modes cast the whole module
+        # and, with ZeRO-1/2, accumulate gradients in bf16). An empty list of "lower precision safe modules"
+        # keeps every gradient reduction in fp32; fp16 gets a dynamic loss scaler from DeepSpeed.
+        "torch_autocast": {"enabled": precision != "fp32", "dtype": {"bf16": "bfloat16", "fp16": "float16"}.get(
+            precision, "bfloat16"), "lower_precision_safe_modules": []},
         "steps_per_print": 1 << 30,  # our logger reports; keep DeepSpeed quiet
         "wall_clock_breakdown": False,
     }
     if ds.offload_optimizer:
         # We pass our own optimizer instance; allow a non-DeepSpeed one with offload on CPU-only hosts.
         ds_dict["zero_force_ds_cpu_optimizer"] = device_type == "cuda"
+    if ds.zero_stage > 0 and not cfg.optim.bias_correction and not (ds.offload_optimizer and device_type == "cuda"):
+        ds_dict["zero_allow_untested_optimizer"] = True  # pretrain/optim.py's AdamW (ZeRO knows torch's only)
     if ds.extra:
         ds_dict = _merge(ds_dict, dict(ds.extra))
     lr = cfg.optim.lr.entity if cfg.stage.name == "entity" else cfg.optim.lr.full

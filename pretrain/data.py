@@ -23,6 +23,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from preprocessing.contract import DataDir, DatasetMetadata, MetadataError
+
 BLOCK = 4096
 STATE_VERSION = 1
 
@@ -31,11 +33,47 @@ class DataError(Exception):
     """Problem with the training data or its fit to the model; one line, names the file."""
 
 
-def load_metadata(data_dir: str | Path) -> dict:
-    path = Path(data_dir) / "dataset" / "metadata.json"
-    if not path.is_file():
-        raise DataError(f"{path} not found: data.dir must be a preprocessing output (run launch/preprocess.py)")
-    return json.loads(path.read_text())
+def load_metadata(data_dir: str | Path) -> DatasetMetadata:
+    try:
+        return DatasetMetadata.read(data_dir)
+    except MetadataError as e:
+        raise DataError(f"{e} (data.dir must be a preprocessing output)") from None
+
+
+def check_fits(metadata: DatasetMetadata, model_config, data_dir: str | Path) -> None:
+    """The data's tokenizer and entity vocabulary must be the ones the model's tables index."""
+    meta_file = DataDir(data_dir).metadata
+    if metadata.tokenizer_vocab_size != model_config.vocab_size:
+        raise DataError(
+            f"{meta_file}: tokenizer has {metadata.tokenizer_vocab_size} ids but the model's word table has "
+            f"{model_config.vocab_size}; preprocess with the model's tokenizer (e.g. tokenizer=xlm-roberta-base) "
+            "or pick the matching model"
+        )
+    # The table holds one extra row for [MASK2] (HF mLUKE's entity_vocab.json appends it).
+    if model_config.entity_vocab_size != metadata.entity_vocab_size + 1:
+        raise DataError(
+            f"{meta_file}: entity vocabulary has {metadata.entity_vocab_size} ids but the model's entity table has "
+            f"{model_config.entity_vocab_size} rows (vocabulary + [MASK2]); stage 2 must use the data "
+            "(entity vocabulary) stage 1 used"
+        )
+    for key in ("entity_vocab_sha256", "tokenizer_sha256"):  # recorded in the model config at initialization
+        trained = getattr(model_config, key, None)
+        if trained and trained != getattr(metadata, key):
+            raise DataError(f"{meta_file}: {key} differs from the one the model was trained with")
+
+
+def check_same_tokenizer(xlmr: str, data_dir: str | Path) -> None:
+    """The data must be tokenized with this XLM-R's tokenizer (when one is found beside its weights)."""
+    from transformers import AutoTokenizer
+
+    try:
+        words = AutoTokenizer.from_pretrained(xlmr).get_vocab()
+    except (OSError, ValueError):
+        return  # no tokenizer beside the weights: check_fits compares the vocabulary sizes
+    tokenizer_dir = DataDir(data_dir).tokenizer
+    if words != AutoTokenizer.from_pretrained(str(tokenizer_dir)).get_vocab():
+        raise DataError(f"{tokenizer_dir}: the data was tokenized with another vocabulary than {xlmr}'s; "
+                        f"preprocess with tokenizer={xlmr}")
 
 
 class PretrainingData:
@@ -46,26 +84,26 @@ class PretrainingData:
 
         self.dir = Path(data_dir)
         self.metadata = load_metadata(self.dir)
-        available = list(self.metadata.get("languages") or [])
+        available = list(self.metadata.languages)
         languages = list(languages) if languages else available
         missing = [lang for lang in languages if lang not in available]
         if missing:
-            raise DataError(f"language(s) {missing} not in {self.dir / 'dataset' / 'metadata.json'} (has {available})")
+            raise DataError(f"language(s) {missing} not in {DataDir(self.dir).metadata} (has {available})")
         self.datasets = {}
         for lang in languages:
-            path = self.dir / "dataset" / lang
+            path = DataDir(self.dir).dataset(lang)
             if not path.is_dir():
                 raise DataError(f"{path} not found (listed in metadata.json); rerun the dataset stage")
             ds = load_from_disk(str(path))
             if len(ds):
                 self.datasets[lang] = ds
         if not self.datasets:
-            raise DataError(f"no examples in {self.dir / 'dataset'} for languages {languages}")
+            raise DataError(f"no examples in {DataDir(self.dir).dataset_root} for languages {languages}")
         self.languages = list(self.datasets)
         # Hold out the last examples of each language (at most half of a small language).
         self.num_eval = {l: min(eval_examples, len(d) // 2) for l, d in self.datasets.items()}
         self.num_train = {l: len(d) - self.num_eval[l] for l, d in self.datasets.items()}
-        h = hashlib.sha256(json.dumps(self.metadata, sort_keys=True).encode())
+        h = hashlib.sha256(json.dumps(self.metadata.to_json(), sort_keys=True).encode())
         for lang, ds in self.datasets.items():
             h.update(f"{lang}:{len(ds)}:{ds._fingerprint}:{self.num_eval[lang]}".encode())
         self.fingerprint = h.hexdigest()[:16]
@@ -172,7 +210,6 @@ class TrainLoader:
         mine = self._full_state()
         for key, what in (
             ("fingerprint", "the training data changed (data.dir, data.languages or data.eval_examples)"),
-            ("world_size", "the number of ranks changed"),
             ("micro_batch_size", "trainer.micro_batch_size changed"),
             ("per_batch", "data.sample_languages_by changed"),
             ("seed", "seed changed"),

@@ -1,21 +1,25 @@
-"""Export to a directory that transformers loads with no code of ours, and read such a directory back.
+"""Export to a directory that transformers loads with no code of ours (pretrain/weights.py reads it back).
 
     export_model(model_or_state_dict, out_dir, *, config=None, data_dir=None, tokenizer_dir=None,
-                 entity_vocab=None, max_entity_length=None, max_mention_length=None,
-                 entity_aware_attention=True) -> Path
+                 entity_vocab=None, max_entity_length=32, max_mention_length=None,
+                 entity_aware_attention=False) -> Path
 
 - `model_or_state_dict`: an `MLukeForPretraining` (its config is used) or a state dict with our / HF
   `LukeForMaskedLM` key names (then pass `config`, a LukeConfig). Any dtype/device; written as fp32.
 - Where the tokenizer and entity vocabulary come from: `data_dir` = a preprocessing OUT directory
-  (uses OUT/tokenizer/, OUT/entity_vocab.json, and max_entity_length / max_mention_length from
-  OUT/dataset/metadata.json), or `tokenizer_dir` (an XLM-R tokenizer directory holding tokenizer.json)
-  and `entity_vocab` (entity_vocab.json in MLukeTokenizer form, or entity_vocab.jsonl) explicitly.
-- `entity_aware_attention=True` writes the config with `use_entity_aware_attention=True`; a model
-  trained without it gets its w2e/e2w/e2e queries as copies of `query`, which computes the same function
-  (this is what HF's mLUKE conversion does, so fine-tuning can use entity-aware attention).
+  (uses OUT/tokenizer/, OUT/entity_vocab.json, and max_mention_length from OUT/dataset/metadata.json),
+  or `tokenizer_dir` (an XLM-R tokenizer directory holding tokenizer.json) and `entity_vocab`
+  (entity_vocab.json in MLukeTokenizer form, or entity_vocab.jsonl) explicitly.
+- The config says `use_entity_aware_attention: false`, as the published studio-ousia/mluke-base and
+  -large do (mLUKE pretrains with plain attention), unless the model was trained with it.
+  `entity_aware_attention=True` switches it on for fine-tuning experiments: the w2e/e2w/e2e queries
+  start as copies of `query`, which computes the same function (what HF's mLUKE conversion writes).
+- The tokenizer config says `max_entity_length: 32` as published (the entities of one fine-tuning input;
+  pretraining examples hold up to the data's `max_entity_length`, 128), `max_mention_length` the data's.
 
 The directory holds config.json (LukeConfig), model.safetensors, and the MLukeTokenizer files:
-tokenizer.json taken from the XLM-R tokenizer (so word ids are XLM-R's, see ENVIRONMENT.md),
+tokenizer.json taken from the XLM-R tokenizer (built from a bare sentencepiece model, MLukeTokenizer
+gives raw sentencepiece ids instead of XLM-R's fairseq-offset ones),
 sentencepiece.bpe.model when the source has it, entity_vocab.json ("en:London" -> id) and
 tokenizer_config.json. It is written atomically and checked before it is put in place: the
 tokenizer must give the source tokenizer's word ids on sample sentences.
@@ -23,15 +27,15 @@ tokenizer must give the source tokenizer's word ids on sample sentences.
 As HF's mLUKE conversion does, the export also
 - appends two word rows for the `<ent>`/`<ent2>` marker tokens MLukeTokenizer adds (initialized from
   "@" and "#"), so `vocab_size` = XLM-R's + 2 and entity-marker fine-tuning works;
-- sets the `[MASK2]` entity row to the `[MASK]` row ([MASK2] never occurs in pretraining);
+- sets the `[MASK2]` entity row and prediction bias to `[MASK]`'s ([MASK2] never occurs in pretraining);
 - writes `lm_head.decoder.weight` (HF does not tie it to the word embeddings; we do).
 
 Known upstream deviation (transformers 5.x): MLukeTokenizer builds its Unigram model with unk_id=0,
 so a character outside the sentencepiece vocabulary becomes id 0 (<s>) instead of XLM-R's <unk>=3.
 All in-vocabulary text encodes identically.
 
-`load_pretrained(dir, **config_overrides) -> MLukeForPretraining` reads an exported directory back
-(stage-2 initialization, evaluation) with XLM-R's vocabulary size again (marker rows dropped).
+`export_checkpoint` exports whatever pretrain/weights.py resolves (a run, a checkpoint, an export);
+`init_model_dir` writes mLUKE initialized from XLM-R in this form (`launch/init_model.py`).
 """
 
 from __future__ import annotations
@@ -41,17 +45,18 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from transformers import LukeConfig, MLukeTokenizer
 
+from preprocessing.contract import MASK, MASK2, PAD, UNK, DataDir, DatasetMetadata
 from preprocessing.entity_vocab import hf_entity_vocab
 from preprocessing.fsutil import atomic_dir
-from pretrain.model import MLukeForPretraining
 
-# Keys HF LukeForMaskedLM ties to others (it fills them in when loading); not written twice.
-HF_TIED = {"entity_predictions.decoder.weight": "luke.entity_embeddings.entity_embeddings.weight",
-           "lm_head.bias": "lm_head.decoder.bias"}
+from .checkpoint import read_trainer_state
+from .config import ConfigError
+from .weights import HF_TIED_KEYS, entity_vocab_size, fill_tied, init_from_xlmr, load_model, resolve_source
+
 ENTITY_MARKERS = (("<ent>", "@"), ("<ent2>", "#"))  # token added by MLukeTokenizer, word it starts from
 SAMPLE_TEXTS = [
     "Berlin is the capital and largest city of Germany.",
@@ -61,18 +66,14 @@ SAMPLE_TEXTS = [
 ]
 
 
-def _resolve_sources(data_dir, tokenizer_dir, entity_vocab, max_entity_length, max_mention_length):
+def _resolve_sources(data_dir, tokenizer_dir, entity_vocab, max_mention_length):
     if data_dir is not None:
-        data_dir = Path(data_dir)
-        tokenizer_dir = tokenizer_dir or data_dir / "tokenizer"
+        data = DataDir(data_dir)
+        tokenizer_dir = tokenizer_dir or data.tokenizer
         if entity_vocab is None:
-            entity_vocab = data_dir / "entity_vocab.json"
-            if not entity_vocab.is_file():
-                entity_vocab = data_dir / "entity_vocab.jsonl"
-        meta_file = data_dir / "dataset" / "metadata.json"
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        max_entity_length = max_entity_length or meta.get("max_entity_length")
-        max_mention_length = max_mention_length or meta.get("max_mention_length")
+            entity_vocab = data.hf_entity_vocab if data.hf_entity_vocab.is_file() else data.entity_vocab
+        if data.metadata.is_file():
+            max_mention_length = max_mention_length or DatasetMetadata.read(data.root).limits.max_mention_length
     if tokenizer_dir is None or entity_vocab is None:
         raise ValueError("export needs the tokenizer and entity vocabulary: data_dir (preprocessing output), "
                          "or tokenizer_dir and entity_vocab (launch/export.py: data_dir=OUT or tokenizer=DIR entity_vocab=PATH)")
@@ -83,14 +84,14 @@ def _resolve_sources(data_dir, tokenizer_dir, entity_vocab, max_entity_length, m
         vocab = hf_entity_vocab(entity_vocab)
     else:
         vocab = json.loads(entity_vocab.read_text(encoding="utf-8"))
-    return Path(tokenizer_dir), vocab, max_entity_length or 32, max_mention_length or 30
+    return Path(tokenizer_dir), vocab, max_mention_length or 30
 
 
 @torch.no_grad()
 def export_model(model_or_state_dict, out_dir: str | Path, *, config: LukeConfig | None = None,
                  data_dir: str | Path | None = None, tokenizer_dir: str | Path | None = None,
-                 entity_vocab: str | Path | None = None, max_entity_length: int | None = None,
-                 max_mention_length: int | None = None, entity_aware_attention: bool = True) -> Path:
+                 entity_vocab: str | Path | None = None, max_entity_length: int = 32,
+                 max_mention_length: int | None = None, entity_aware_attention: bool = False) -> Path:
     """Write an HF-loadable mLUKE directory (see the module docstring). Returns out_dir."""
     if isinstance(model_or_state_dict, torch.nn.Module):
         config = config or model_or_state_dict.config
@@ -99,15 +100,15 @@ def export_model(model_or_state_dict, out_dir: str | Path, *, config: LukeConfig
         state = dict(model_or_state_dict)
         if config is None:
             raise ValueError("export_model: pass config= with a state dict")
-    tokenizer_dir, vocab, max_entity_length, max_mention_length = _resolve_sources(
-        data_dir, tokenizer_dir, entity_vocab, max_entity_length, max_mention_length)
+    tokenizer_dir, vocab, max_mention_length = _resolve_sources(data_dir, tokenizer_dir, entity_vocab,
+                                                                max_mention_length)
     if not (tokenizer_dir / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{tokenizer_dir}: no tokenizer.json (save the XLM-R tokenizer with save_pretrained)")
     # The `tokenizers` backend of the XLM-R tokenizer used in preprocessing: the word ids to reproduce.
     source_tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
 
-    state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in state.items()}
-    state["lm_head.decoder.weight"] = state["luke.embeddings.word_embeddings.weight"].clone()  # ours is tied
+    state = fill_tied({k: v.detach().to("cpu", torch.float32).clone() for k, v in state.items()})
+    state["lm_head.decoder.weight"] = state["luke.embeddings.word_embeddings.weight"].clone()  # HF does not tie it
     config = LukeConfig.from_dict(config.to_dict())
     if source_tokenizer.get_vocab_size() != config.vocab_size:
         raise ValueError(f"{tokenizer_dir}: tokenizer has {source_tokenizer.get_vocab_size()} words, "
@@ -116,8 +117,9 @@ def export_model(model_or_state_dict, out_dir: str | Path, *, config: LukeConfig
         raise ValueError(f"entity vocabulary has {max(vocab.values()) + 1} ids with [MASK2], "
                          f"model {config.entity_vocab_size} entity rows")
 
-    entities = state["luke.entity_embeddings.entity_embeddings.weight"]
-    entities[vocab["[MASK2]"]] = entities[vocab["[MASK]"]]
+    # [MASK2] (never seen in pretraining) starts as [MASK]: its embedding and its prediction bias.
+    for key in ("luke.entity_embeddings.entity_embeddings.weight", "entity_predictions.bias"):
+        state[key][vocab[MASK2]] = state[key][vocab[MASK]]
     # Marker tokens <ent>, <ent2>: new word rows (embedding, tied decoder, bias) from "@" and "#".
     unk = source_tokenizer.token_to_id("<unk>")
     sources = [source_tokenizer.token_to_id(src) or unk for _, src in ENTITY_MARKERS]
@@ -131,7 +133,7 @@ def export_model(model_or_state_dict, out_dir: str | Path, *, config: LukeConfig
                 for p in ("weight", "bias"):
                     state[f"{prefix}{name}.{p}"] = state[f"{prefix}query.{p}"].clone()
         config.use_entity_aware_attention = True
-    for key in HF_TIED:
+    for key in HF_TIED_KEYS:  # transformers fills them in from their sources
         state.pop(key, None)
     config.architectures = ["LukeForMaskedLM"]
 
@@ -153,8 +155,8 @@ def _write_tokenizer(out: Path, tokenizer_dir: Path, vocab: dict, max_entity_len
     config = {
         "tokenizer_class": "MLukeTokenizer", "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>",
         "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>",
-        "entity_unk_token": "[UNK]", "entity_pad_token": "[PAD]", "entity_mask_token": "[MASK]",
-        "entity_mask2_token": "[MASK2]", "max_entity_length": max_entity_length,
+        "entity_unk_token": UNK, "entity_pad_token": PAD, "entity_mask_token": MASK,
+        "entity_mask2_token": MASK2, "max_entity_length": max_entity_length,
         "max_mention_length": max_mention_length, "model_max_length": 512, "task": None,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -172,102 +174,40 @@ def _check_tokenizer(out: Path, source_tokenizer) -> None:
                                f"tokenizer as {expected}")
 
 
-def load_pretrained(path: str | Path, **config_overrides) -> MLukeForPretraining:
-    """An exported directory (ours, or HF's mLUKE layout) as MLukeForPretraining, fp32.
-
-    The word vocabulary is cut back to the size of the directory's tokenizer.json (XLM-R's), dropping
-    the <ent>/<ent2> rows export_model appended, so the model matches the data it trains on.
-    config_overrides, e.g. `use_entity_aware_attention=False` (allowed only when the entity-aware
-    queries equal `query`, i.e. were never trained apart) or `vocab_size=N` (keep the first N word rows).
-    """
-    path = Path(path)
-    config = LukeConfig.from_pretrained(str(path))
-    state = load_file(str(path / "model.safetensors"))
-    for key, source in HF_TIED.items():
-        state.setdefault(key, state[source])
-    if not torch.equal(state["lm_head.decoder.weight"], state["luke.embeddings.word_embeddings.weight"]):
-        raise ValueError(f"{path}: lm_head.decoder.weight differs from the word embeddings; "
-                         "this model ties them, so it cannot load these weights unchanged")
-    if "vocab_size" not in config_overrides and (path / "tokenizer.json").is_file():
-        # back to the XLM-R vocabulary the data uses: drops the <ent>/<ent2> rows export_model added
-        config_overrides["vocab_size"] = Tokenizer.from_file(str(path / "tokenizer.json")).get_vocab_size()
-    for key, value in config_overrides.items():
-        setattr(config, key, value)
-    vocab_size = config.vocab_size
-    for key in ("luke.embeddings.word_embeddings.weight", "lm_head.decoder.weight", "lm_head.decoder.bias",
-                "lm_head.bias"):
-        state[key] = state[key][:vocab_size]
-    if not config.use_entity_aware_attention:
-        for key in [k for k in state if "_query." in k]:
-            if not torch.equal(state[key], state[key.replace("w2e_", "").replace("e2w_", "").replace("e2e_", "")]):
-                raise ValueError(f"{path}: {key} differs from the query weights; keep use_entity_aware_attention")
-            del state[key]
-    model = MLukeForPretraining(config)
-    model.load_state_dict(state, strict=True)
-    return model
-
-
-def parse_key_values(argv: list[str], required: tuple[str, ...], optional: dict[str, object]) -> dict:
-    """`key=value` command-line arguments (the launch/ scripts): unknown or missing keys are errors;
-    a value is converted to the type of its default (bools accept true/false)."""
-    args = dict(optional)
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in (*required, *optional):
-            raise SystemExit(f"error: unexpected argument {item!r}; expected key=value with key in "
-                             f"{', '.join((*required, *optional))}")
-        default = optional.get(key)
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false"):
-                raise SystemExit(f"error: {key} must be true or false, got {value!r}")
-            args[key] = value.lower() == "true"
-        elif default is not None:
-            try:
-                args[key] = type(default)(value)
-            except ValueError:
-                kind = "an integer" if isinstance(default, int) else "a number"
-                raise SystemExit(f"error: {key} must be {kind}, got {value!r}") from None
-        else:
-            args[key] = value
-    missing = [k for k in required if k not in args]
-    if missing:
-        raise SystemExit(f"error: missing required argument(s): {', '.join(k + '=...' for k in missing)}")
-    return args
-
-
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, data_dir=None, tokenizer=None,
-                      entity_vocab=None, entity_aware_attention: bool = True) -> Path:
-    """`launch/export.py`: export an exported/initialized directory (config.json + model.safetensors; its own
-    tokenizer files are used unless others are given), a pretraining run directory (its latest complete
-    checkpoint, with the data dir from its config.yaml) or a pretraining checkpoint directory
-    (model_config.json + DeepSpeed files, written by pretrain/trainer.py; needs data_dir or tokenizer+entity_vocab)."""
-    checkpoint = Path(checkpoint)
-    if (checkpoint / "checkpoints").is_dir():  # a pretraining run directory: its latest checkpoint
-        from omegaconf import OmegaConf
-
-        from pretrain.callbacks import latest_complete_checkpoint
-
-        run_dir, checkpoint = checkpoint, latest_complete_checkpoint(checkpoint)
-        if checkpoint is None:
-            raise FileNotFoundError(f"{run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}")
-        if data_dir is None and tokenizer is None and (run_dir / "config.yaml").is_file():
-            data_dir = OmegaConf.load(run_dir / "config.yaml").data.dir
-    if (checkpoint / "model.safetensors").is_file():
-        model = load_pretrained(checkpoint)
-        if data_dir is None:
-            tokenizer = tokenizer or checkpoint
-            entity_vocab = entity_vocab or checkpoint / "entity_vocab.json"
-    elif (checkpoint / "model_config.json").is_file():
-        from pretrain.trainer import consolidated_state_dict
-
-        model = MLukeForPretraining(LukeConfig.from_json_file(str(checkpoint / "model_config.json")))
-        missing, unexpected = model.load_state_dict(consolidated_state_dict(checkpoint), strict=False)
-        if unexpected or [k for k in missing if k not in ("lm_head.decoder.weight", "lm_head.bias",
-                                                          "entity_predictions.decoder.weight")]:
-            raise ValueError(f"{checkpoint}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
-        model.tie_weights()
-    else:
-        raise FileNotFoundError(f"{checkpoint}: neither an exported model (model.safetensors) nor a "
-                                "pretraining checkpoint (model_config.json)")
+                      entity_vocab=None, entity_aware_attention: bool = False) -> Path:
+    """`launch/export.py`: export what `checkpoint` names (pretrain/weights.py: a pretraining run directory,
+    a checkpoint, or an exported/initialized model). The tokenizer and entity vocabulary come from
+    `data_dir` or `tokenizer` + `entity_vocab` when given, else from the export itself, else from the
+    preprocessing output the run trained on (its data.dir)."""
+    source = resolve_source(str(checkpoint))
+    if source.kind == "xlmr":
+        raise ConfigError(f"{checkpoint}: an XLM-R model; write an initial mLUKE with launch/init_model.py")
+    model = load_model(source)
+    if data_dir is None and tokenizer is None:
+        if source.kind == "export":
+            tokenizer = source.path
+            entity_vocab = entity_vocab or Path(source.path) / "entity_vocab.json"
+        else:  # a checkpoint records its run's configuration
+            data_dir = read_trainer_state(Path(source.path))["config"]["data"]["dir"]
     return export_model(model, out_dir, data_dir=data_dir, tokenizer_dir=tokenizer, entity_vocab=entity_vocab,
                         entity_aware_attention=entity_aware_attention)
+
+
+def init_model_dir(xlmr: str, entity_vocab: str | Path, out_dir: str | Path, tokenizer: str | None = None,
+                   entity_emb_size: int = 256, use_entity_aware_attention: bool = False, seed: int = 0,
+                   max_entity_length: int = 32, max_mention_length: int = 30) -> Path:
+    """`launch/init_model.py`: mLUKE initialized from XLM-R (pretrain/weights.py), written as an export.
+    `tokenizer` defaults to `xlmr` (a hub name is saved to a temporary directory first)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    model = init_from_xlmr(xlmr, entity_vocab_size(entity_vocab), entity_emb_size, use_entity_aware_attention, seed)
+    tokenizer = tokenizer or xlmr
+    with tempfile.TemporaryDirectory() as tmp:
+        if not (Path(tokenizer) / "tokenizer.json").is_file():
+            AutoTokenizer.from_pretrained(tokenizer).save_pretrained(tmp)
+            tokenizer = tmp
+        return export_model(model, out_dir, tokenizer_dir=tokenizer, entity_vocab=entity_vocab,
+                            max_entity_length=max_entity_length, max_mention_length=max_mention_length)

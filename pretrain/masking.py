@@ -1,6 +1,6 @@
 """Masking collator for mLUKE pretraining: masked language modeling + masked entity prediction.
 
-Input: a list of dataset rows (see PLAN.md, dataset contract), each a mapping with
+Input: a list of dataset rows (preprocessing/contract.py COLUMNS), each a mapping with
     word_ids      list[int]        including <s> first and </s> last
     entity_ids    list[int]
     entity_spans  list[[start, end)] token indices into word_ids, one per entity

@@ -117,3 +117,74 @@ def build_tiny_xlmr(
     if spm_file.exists():
         shutil.copy(spm_file, out_dir / SPM_FILE)
     return out_dir
+
+
+def build_synthetic_tokenizer(out_dir: str | Path, vocab_size: int) -> Path:
+    """An XLM-R-shaped tokenizer of exactly `vocab_size` ids (`<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, `<mask>`
+    last) whose pieces are made-up words "▁w0", "▁w1", ...: for benchmarks at XLM-R's 250,002 ids without
+    training or downloading one. It tokenizes nothing useful."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import XLMRobertaTokenizerFast
+
+    specials = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces = [(f"\u2581w{i}", -i / vocab_size) for i in range(vocab_size - len(specials) - 1)]
+    backend = Tokenizer(models.Unigram(specials + pieces, unk_id=3))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    tokenizer = XLMRobertaTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        sep_token="</s>", cls_token="<s>", unk_token="<unk>", pad_token="<pad>",
+                                        mask_token="<mask>", model_max_length=512)
+    tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)
+
+
+def build_synthetic_output(out: str | Path, tokenizer_dir: str | Path, entity_vocab_size: int, seq_len: int,
+                           entities_per_example: int, examples_per_language: int,
+                           languages=("en", "de"), seed: int = 0) -> Path:
+    """A preprocessing output (preprocessing/contract.py) of random full-length examples: `seq_len` words
+    with `<s>`/`</s>`, `entities_per_example` non-overlapping mentions of 1-4 tokens, ids drawn uniformly. The shapes of a
+    real run's batches without running the pipeline (benchmarks of the trainer)."""
+    import datasets
+    import numpy as np
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from preprocessing.contract import SPECIAL_ENTITIES, DataDir, DatasetLimits, DatasetMetadata, features, sha256_file
+
+    data = DataDir(out)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer.save_pretrained(data.tokenizer)
+    data.root.mkdir(parents=True, exist_ok=True)
+    with open(data.entity_vocab, "w", encoding="utf-8") as f:
+        for i in range(entity_vocab_size):
+            names = [[SPECIAL_ENTITIES[i], lang] if i < len(SPECIAL_ENTITIES) else [f"E{i}", lang] for lang in languages]
+            f.write(json.dumps({"id": i, "entities": names, "count": entity_vocab_size - i}) + "\n")
+    rng = np.random.default_rng(seed)
+    words = seq_len - 2
+    stride = max(1, words // max(1, entities_per_example))
+    for lang in languages:
+        rows = {"word_ids": [], "entity_ids": [], "entity_spans": [], "page_id": [], "language": []}
+        for i in range(examples_per_language):
+            ids = rng.integers(4, len(tokenizer) - 1, words)
+            starts = np.arange(entities_per_example) * stride % words + 1
+            lengths = np.minimum(rng.integers(1, 5, entities_per_example), np.minimum(stride, words + 1 - starts))
+            rows["word_ids"].append([tokenizer.bos_token_id, *ids.tolist(), tokenizer.eos_token_id])
+            rows["entity_ids"].append(rng.integers(len(SPECIAL_ENTITIES), entity_vocab_size,
+                                                   entities_per_example).tolist())
+            rows["entity_spans"].append(np.stack([starts, starts + lengths], 1).tolist())
+            rows["page_id"].append(i)
+            rows["language"].append(lang)
+        bars = not datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()  # a bar per save is noise in a benchmark's output
+        try:
+            Dataset.from_dict(rows, features=features()).save_to_disk(str(data.dataset(lang)))
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
+    DatasetMetadata(
+        tokenizer=str(tokenizer_dir), tokenizer_vocab_size=len(tokenizer),
+        tokenizer_sha256=sha256_file(data.tokenizer / "tokenizer.json"), entity_vocab_size=entity_vocab_size,
+        entity_vocab_sha256=sha256_file(data.entity_vocab), languages=list(languages),
+        limits=DatasetLimits(max_seq_length=seq_len, max_entity_length=entities_per_example),
+    ).write(data.root)
+    return data.root

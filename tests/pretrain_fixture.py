@@ -1,4 +1,4 @@
-"""A small preprocessing output (the dataset contract of PLAN.md) for trainer and loader tests.
+"""A small preprocessing output (the contract of preprocessing/contract.py) for trainer and loader tests.
 
 Sentences are built from entity names and fixed phrases tokenized by a stand-in tokenizer, so the
 mentions' token spans are exact and the masked-word/entity tasks are learnable in a few steps.
@@ -6,7 +6,6 @@ mentions' token spans are exact and the masked-word/entity tasks are learnable i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -31,7 +30,7 @@ SIZES = {"en": 48, "de": 24}
 
 def sentences(lang: str, rng: random.Random, n: int):
     for _ in range(n):
-        pieces, entities = [], []
+        pieces = []
         for _ in range(rng.randint(2, 4)):
             e = rng.randrange(len(NAMES[lang]))
             pieces.append(("entity", NAMES[lang][e], e))
@@ -45,6 +44,7 @@ def build(out: Path, xlmr_dir: Path | None = None) -> Path:
     from datasets import Dataset
     from transformers import AutoTokenizer
 
+    from preprocessing.contract import DatasetLimits, DatasetMetadata, sha256_file
     from pretrain.standin import build_standin_tokenizer, build_tiny_xlmr
 
     out = Path(out)
@@ -79,14 +79,12 @@ def build(out: Path, xlmr_dir: Path | None = None) -> Path:
     flat.update({f"{l}:{NAMES[l][e]}": 3 + e for l in NAMES for e in range(len(NAMES[l]))})
     flat["[MASK2]"] = num_entities
     (out / "entity_vocab.json").write_text(json.dumps(flat, ensure_ascii=False))
-    metadata = {
-        "tokenizer": str(tok_dir), "tokenizer_vocab_size": len(tokenizer),
-        "tokenizer_sha256": hashlib.sha256((tok_dir / "tokenizer.json").read_bytes()).hexdigest(),
-        "entity_vocab_size": num_entities,
-        "entity_vocab_sha256": hashlib.sha256((out / "entity_vocab.jsonl").read_bytes()).hexdigest(),
-        "max_seq_length": 128, "max_entity_length": 32, "max_mention_length": 30, "languages": list(SIZES),
-    }
-    (out / "dataset" / "metadata.json").write_text(json.dumps(metadata, indent=1))
+    DatasetMetadata(
+        tokenizer=str(tok_dir), tokenizer_vocab_size=len(tokenizer),
+        tokenizer_sha256=sha256_file(tok_dir / "tokenizer.json"), entity_vocab_size=num_entities,
+        entity_vocab_sha256=sha256_file(out / "entity_vocab.jsonl"), languages=list(SIZES),
+        limits=DatasetLimits(max_seq_length=128, max_entity_length=32, max_mention_length=30),
+    ).write(out)
     if xlmr_dir is not None:
         build_tiny_xlmr(xlmr_dir, tok_dir)
     return out

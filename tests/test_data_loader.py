@@ -73,16 +73,20 @@ def test_per_batch_sampling_keeps_one_language_per_micro_batch(data, collate):
         assert len(set(langs)) == 1 and batch["input_ids"].shape[0] == 2
 
 
-def test_ranks_read_different_examples(data, collate):
-    # With the same seed, rank r's draws are slice r of one global stream.
-    ranks = [LanguageSampler(data.num_train, 0.7, 3) for _ in range(2)]
-    glob = LanguageSampler(data.num_train, 0.7, 3).draw(8)
-    mine = [s.draw(4)[r * 2:(r + 1) * 2] for r, s in enumerate(ranks)]
-    assert mine[0] == glob[0:2] and mine[1] == glob[2:4]
-    b0 = take(iter(loader(data, collate, rank=0, world=2)), 3)
-    b1 = take(iter(loader(data, collate, rank=1, world=2)), 3)
-    assert not any(torch.equal(x[0]["mlm_labels"], y[0]["mlm_labels"]) and torch.equal(
-        x[0]["input_ids"], y[0]["input_ids"]) for x, y in zip(b0, b1))
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_ranks_read_different_examples(data, per_batch):
+    """Rank r's micro-batch k holds slice r of global micro-batch k: ranks never share an example, and
+    together they read exactly what one rank reads alone."""
+    def examples(rank, world, n):  # (language, page id) of the first n micro-batches' examples
+        identify = lambda rows, seed: torch.tensor([r["page_id"] for r in rows])  # noqa: E731
+        it = iter(loader(data, identify, rank=rank, world=world, per_batch=per_batch))
+        return [[(lang, int(p)) for lang, p in zip(langs, pages)] for pages, langs in take(it, n)]
+
+    alone = [e for batch in examples(0, 1, 8) for e in batch]
+    rank0, rank1 = examples(0, 2, 4), examples(1, 2, 4)
+    together = [e for b0, b1 in zip(rank0, rank1) for e in b0 + b1]
+    assert together == alone and len(set(alone)) == len(alone) == 16
+    assert not {e for b in rank0 for e in b} & {e for b in rank1 for e in b}
 
 
 def test_held_out_examples_are_never_trained_on(data):
@@ -106,12 +110,17 @@ def test_resume_continues_with_identical_batches(data, collate, per_batch):
     assert state["position"] == (5 if per_batch else 10)
 
 
-def test_resume_refuses_other_world_size_or_data(data, collate, pretrain_data):  # noqa: F811
+def test_resume_on_another_world_size_continues_the_stream_and_refuses_other_data(data, collate,
+                                                                                  pretrain_data):  # noqa: F811
     src = loader(data, collate, world=2)
-    take(iter(src), 1)
+    take(iter(src), 2)  # two global micro-batches of 2 ranks x 2 examples: 8 draws
     state = src.state_dict()
-    with pytest.raises(DataError, match="number of ranks changed.*world_size=2"):
-        loader(data, collate, world=1).load_state_dict(state)
+    assert state["position"] == 8
+    one = loader(data, collate, world=1)
+    one.load_state_dict(state)
+    alone = iter(loader(data, collate, world=1))
+    take(alone, 4)  # the same 8 draws, read by one rank
+    assert same(take(iter(one), 3), take(alone, 3))
     other = PretrainingData(pretrain_data, eval_examples=3)
     with pytest.raises(DataError, match="training data changed"):
         loader(other, collate, world=2).load_state_dict(state)
@@ -136,10 +145,11 @@ def test_missing_language_and_metadata_errors_name_the_file(pretrain_data, tmp_p
 def test_model_must_fit_the_data(pretrain_data):  # noqa: F811
     from transformers import LukeConfig
 
-    from pretrain.trainer import check_compatibility
+    from preprocessing.contract import DatasetMetadata
+    from pretrain.data import check_fits as check_compatibility
 
-    meta = json.loads((pretrain_data / "dataset" / "metadata.json").read_text())
-    ok = LukeConfig(vocab_size=meta["tokenizer_vocab_size"], entity_vocab_size=meta["entity_vocab_size"] + 1)
+    meta = DatasetMetadata.read(pretrain_data)
+    ok = LukeConfig(vocab_size=meta.tokenizer_vocab_size, entity_vocab_size=meta.entity_vocab_size + 1)
     check_compatibility(meta, ok, pretrain_data)
     with pytest.raises(DataError, match="entity vocabulary has 17 ids but the model's entity table has 99"):
         check_compatibility(meta, LukeConfig(vocab_size=ok.vocab_size, entity_vocab_size=99), pretrain_data)

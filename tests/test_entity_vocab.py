@@ -133,6 +133,18 @@ def test_min_num_languages_and_size(tmp_path):
     assert flat["[MASK2]"] == 5 and max(flat.values()) == 5
 
 
+def test_each_language_is_cut_to_its_most_linked_entities_before_the_merge(tmp_path):
+    # 2 titles per language (+ the 3 special entities, as the reference counts): en keeps Germany and Paris
+    # (3 links each), ja ドイツ and パリ (ties at 1 link by title), de Deutschland and Berlin.
+    stats, items, _, _ = build(tmp_path, min_num_languages=1, per_language_size=5)
+    assert items[3:] == [
+        {"id": 3, "entities": [["Deutschland", "de"], ["Germany", "en"], ["ドイツ", "ja"]], "count": 8, "qid": "Q183"},
+        {"id": 4, "entities": [["Paris", "en"], ["パリ", "ja"]], "count": 4, "qid": "Q90"},
+        {"id": 5, "entities": [["Berlin", "de"]], "count": 1, "qid": "Q64"},
+    ]
+    assert stats["dropped_per_language_size"] == {"en": 2, "ja": 3, "de": 1}
+
+
 def test_without_interwiki_entities_stay_per_language(tmp_path):
     _, items, flat, _ = build(tmp_path, interwiki=False, min_num_languages=1, size=8)
     assert [(i["entities"], i["count"]) for i in items[3:]] == [

@@ -7,9 +7,17 @@ import pytest
 import torch
 from transformers import LukeConfig, LukeForMaskedLM, MLukeTokenizer
 
-from pretrain.cloze import entity_key, evaluate, format_table
-from pretrain.cloze_data import (Entity, Fact, Facts, FactsError, convert_mlama, convert_xfactr, load_facts,
-                                 write_facts)
+from pretrain.evaluation.cloze import entity_key, evaluate, format_table
+from pretrain.evaluation.facts import (
+    Entity,
+    Fact,
+    Facts,
+    FactsError,
+    convert_mlama,
+    convert_xfactr,
+    load_facts,
+    write_facts,
+)
 from pretrain.export import export_model
 from pretrain.model import MLukeForPretraining
 from pretrain.standin import build_standin_tokenizer

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, LukeForMaskedLM, LukeModel, MLukeTokenizer, XLMRobertaForMaskedLM
 
 from preprocessing.entity_vocab import hf_entity_vocab
-from pretrain.export import export_model, load_pretrained
-from pretrain.init import entity_vocab_size, init_model_dir
+from pretrain.export import export_model, init_model_dir
 from pretrain.masking import MaskingCollator, hf_inputs
 from pretrain.standin import build_standin_tokenizer, build_tiny_xlmr
+from pretrain.weights import entity_vocab_size, load_exported
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -56,7 +56,7 @@ def test_init_equals_xlmr_without_entities(assets, tmp_path):
     xlmr = XLMRobertaForMaskedLM.from_pretrained(assets["xlmr"]).eval()
     tok = AutoTokenizer.from_pretrained(assets["tokenizer"])
     enc = tok(TEXTS[:3], padding=True, return_tensors="pt")
-    ours = load_pretrained(out).eval()
+    ours = load_exported(out).eval()
     assert ours.config.vocab_size == len(tok) and ours.config.entity_vocab_size == 9
     with torch.no_grad():
         ref = xlmr(**enc, output_hidden_states=True)
@@ -72,16 +72,14 @@ def test_init_equals_xlmr_without_entities(assets, tmp_path):
     table = ours.luke.entity_embeddings.entity_embeddings.weight
     assert torch.equal(table[8], table[2])  # [MASK2] = [MASK]
     assert 0.01 < table[3:8].std() < 0.03  # normal(0, initializer_range)
-    exported = load_file(out / "model.safetensors")
-    for i in range(2):
-        prefix = f"luke.encoder.layer.{i}.attention.self."
-        for q in ("w2e_query", "e2w_query", "e2e_query"):
-            assert torch.equal(exported[prefix + q + ".weight"], exported[prefix + "query.weight"])
+    # as published: plain attention, so no entity-aware queries in the file
+    assert json.loads((out / "config.json").read_text())["use_entity_aware_attention"] is False
+    assert not [k for k in load_file(out / "model.safetensors") if "_query." in k]
 
 
 def trained_like_model(assets):
     """An initialized model with every weight perturbed, standing in for a trained one."""
-    from pretrain.init import init_from_xlmr
+    from pretrain.weights import init_from_xlmr
 
     model = init_from_xlmr(str(assets["xlmr"]), 9, entity_emb_size=16, seed=2)
     g = torch.Generator().manual_seed(3)
@@ -90,6 +88,7 @@ def trained_like_model(assets):
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
         table = model.luke.entity_embeddings.entity_embeddings.weight
         table[8] = table[2]
+        model.entity_predictions.bias[8] = model.entity_predictions.bias[2]  # as the export sets [MASK2]
     return model.eval()
 
 
@@ -100,7 +99,7 @@ def test_export_loads_in_transformers_and_matches(assets, tmp_path):
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json",
                                                "sentencepiece.bpe.model", "entity_vocab.json", "tokenizer_config.json"}
     config = json.loads((out / "config.json").read_text())
-    assert config["model_type"] == "luke" and config["use_entity_aware_attention"] is True
+    assert config["model_type"] == "luke" and config["use_entity_aware_attention"] is False  # as published
     assert config["vocab_size"] == model.config.vocab_size + 2 and config["entity_vocab_size"] == 9
 
     # The tokenizer: XLM-R word ids, our entity ids for "lang:title" keys, mention positions.
@@ -145,11 +144,37 @@ def test_export_loads_in_transformers_and_matches(assets, tmp_path):
     torch.testing.assert_close(torch.nn.functional.cross_entropy(hf_word, batch["mlm_labels"]), ours_out.loss_mlm,
                                atol=1e-5, rtol=0)
 
-    # Reading the export back gives the same model (marker rows dropped, queries dropped on request).
-    again = load_pretrained(out, use_entity_aware_attention=False)
+    # [MASK2] starts as [MASK]: embedding and prediction bias (HF's conversion copies both).
+    bias = model.entity_predictions.bias.detach().clone()
+    with torch.no_grad():
+        model.entity_predictions.bias[8] = 1.0
+    weights = load_file(export_model(model, tmp_path / "mask2", tokenizer_dir=assets["tokenizer"],
+                                     entity_vocab=assets["entity_vocab"]) / "model.safetensors")
+    with torch.no_grad():
+        model.entity_predictions.bias.copy_(bias)
+    for key in ("luke.entity_embeddings.entity_embeddings.weight", "entity_predictions.bias"):
+        assert torch.equal(weights[key][8], weights[key][2]), key
+    # Reading the export back gives the same model (marker rows dropped).
+    again = load_exported(out)
     assert again.state_dict().keys() == model.state_dict().keys()
     for k, v in model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k
+
+    # Entity-aware attention on request (fine-tuning experiments): its queries start as copies of `query`,
+    # so the model computes the same function.
+    aware = export_model(model, tmp_path / "aware", tokenizer_dir=assets["tokenizer"],
+                         entity_vocab=assets["entity_vocab"], entity_aware_attention=True)
+    assert json.loads((aware / "config.json").read_text())["use_entity_aware_attention"] is True
+    aware_weights = load_file(aware / "model.safetensors")
+    for i in range(model.config.num_hidden_layers):
+        prefix = f"luke.encoder.layer.{i}.attention.self."
+        for q in ("w2e_query", "e2w_query", "e2e_query"):
+            assert torch.equal(aware_weights[prefix + q + ".weight"], aware_weights[prefix + "query.weight"])
+    with torch.no_grad():
+        torch.testing.assert_close(LukeForMaskedLM.from_pretrained(aware).eval()(**enc).logits,
+                                   LukeForMaskedLM.from_pretrained(out).eval()(**enc).logits, atol=1e-5, rtol=0)
+    assert torch.equal(load_exported(aware, use_entity_aware_attention=False).state_dict()["lm_head.bias"],
+                       model.state_dict()["lm_head.bias"])
 
 
 def test_export_cli_and_errors(assets, tmp_path):
@@ -163,6 +188,8 @@ def test_export_cli_and_errors(assets, tmp_path):
     a, b = load_file(first / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (first / "entity_vocab.json").read_text() == (tmp_path / "b" / "entity_vocab.json").read_text()
+    tokenizer_config = json.loads((tmp_path / "b" / "tokenizer_config.json").read_text())
+    assert (tokenizer_config["max_entity_length"], tokenizer_config["max_mention_length"]) == (32, 30)  # published
 
     bad = tmp_path / "small_vocab.jsonl"
     bad.write_text("".join(json.dumps({"id": i, "entities": e, "count": 1}) + "\n" for i, e in ENTITIES[:5]))

@@ -1,6 +1,8 @@
 """MLukeForPretraining against transformers.LukeForMaskedLM on the same weights, plus masking invariants
 that matter to the model (padding, heads only at masked positions)."""
 
+import math
+
 import pytest
 import torch
 from transformers import LukeConfig, LukeForMaskedLM
@@ -129,7 +131,9 @@ def test_word_only_batch_and_no_masked_entities():
     torch.testing.assert_close(out.loss_mlm.detach(), ref.mlm_loss, atol=1e-5, rtol=0)
 
 
-def test_gradients_match_hf_and_checkpointing():
+def test_gradients_match_hf_and_checkpointing(monkeypatch):
+    import pretrain.model
+
     config = tiny_config()
     ours, hf = pair(config)
     batch = collate(make_rows(3))
@@ -138,13 +142,20 @@ def test_gradients_match_hf_and_checkpointing():
     hf_grads = dict(hf.named_parameters())
     # lm_head.decoder.weight is tied to the word embeddings in ours: its gradient is the sum of both
     expected_word = hf_grads["luke.embeddings.word_embeddings.weight"].grad + hf_grads["lm_head.decoder.weight"].grad
+    trained = []
     for name, p in ours.named_parameters():
         if name.startswith("luke.pooler"):
             assert p.grad is None and not p.requires_grad
             continue
         expected = expected_word if name == "luke.embeddings.word_embeddings.weight" else hf_grads[name].grad
+        assert p.grad is not None and expected is not None, name
         torch.testing.assert_close(p.grad, expected, atol=1e-5, rtol=1e-4, msg=name)
+        trained.append(name)
+    assert len(trained) == len(list(ours.parameters())) - 2  # every parameter but the pooler's two
 
+    calls = []
+    original = pretrain.model.checkpoint
+    monkeypatch.setattr(pretrain.model, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
     config.gradient_checkpointing = True
     ckpt = MLukeForPretraining(config).eval()
     ckpt.load_state_dict(ours.state_dict())
@@ -155,21 +166,44 @@ def test_gradients_match_hf_and_checkpointing():
     for layer in ckpt.luke.encoder.layer:
         layer.attention.self.dropout_p = 0.0
     ckpt(batch).loss.backward()
+    assert len(calls) == config.num_hidden_layers  # one checkpointed call per layer
     grads = dict(ours.named_parameters())
-    for name, p in ckpt.named_parameters():
-        if p.grad is not None:
-            torch.testing.assert_close(p.grad, grads[name].grad, atol=1e-6, rtol=1e-5, msg=name)
+    for name in trained:
+        p = dict(ckpt.named_parameters())[name]
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, grads[name].grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_runs_close_to_fp32(dtype):
+    # Weights moved away from the initialization, so that logits, losses and gradients are far from the
+    # trivial values any broken path would also give (a loss near ln V, logits near 0).
     ours, _ = pair(tiny_config())
-    batch = collate(make_rows(4))
+    g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        ref = ours(batch)
-        half = ours.to(dtype)(batch)
-    assert half.loss.dtype == torch.float32 and torch.isfinite(half.loss)
-    assert abs(half.loss.item() - ref.loss.item()) < 0.1
+        for p in ours.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    batch = collate(make_rows(4))
+    ref = ours(batch)
+    ref.loss.backward()
+    ref_grads = torch.cat([p.grad.flatten() for p in ours.parameters() if p.grad is not None])
+    with torch.no_grad():
+        ref_words, ref_entities = ours.masked_logits(batch)
+    half_model = MLukeForPretraining(tiny_config()).eval()
+    half_model.load_state_dict(ours.state_dict())
+    half_model.to(dtype)
+    half = half_model(batch)
+    half.loss.backward()
+    chance = math.log(VOCAB) + math.log(ENTITIES)
+    assert half.loss.dtype == torch.float32 and abs(ref.loss.item() - chance) > 0.1  # uniform logits: chance
+    assert abs(half.loss.item() - ref.loss.item()) < 0.02 * ref.loss.item()
+    with torch.no_grad():
+        words, entities = half_model.masked_logits(batch)
+    for got, want in ((words, ref_words), (entities, ref_entities)):
+        assert (got.float() - want).abs().max() < 0.03 * want.abs().max()
+        assert (got.argmax(-1) == want.argmax(-1)).float().mean() > 0.9
+    grads = torch.cat([p.grad.float().flatten() for p in half_model.parameters() if p.grad is not None])
+    assert torch.isfinite(grads).all() and torch.cosine_similarity(grads, ref_grads, dim=0) > 0.99
 
 
 def test_padded_vocabulary_path_is_exact(monkeypatch):

@@ -6,16 +6,18 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from pretrain_fixture import ROOT, compose, pretrain_data, read_metrics, tiny_overrides  # noqa: F401
 
-from pretrain import callbacks
+from pretrain import checkpoint
 from pretrain.config import ConfigError, derive
-from pretrain.trainer import ENTITY_SIDE, TrainingError, consolidated_state_dict, run
+from pretrain.optim import ENTITY_SIDE, warmup_decay
+from pretrain.trainer import Trainer, TrainingError, run
+from pretrain.weights import consolidated_state_dict
 
 
 def train(data, run_dir, *extra):
@@ -23,7 +25,7 @@ def train(data, run_dir, *extra):
 
 
 def test_few_steps_lower_the_loss_and_write_the_run(pretrain_data, tmp_path):  # noqa: F811
-    out = train(pretrain_data, tmp_path / "run", "trainer.max_steps=16", "optim.lr.full=1e-2",
+    out = train(pretrain_data, tmp_path / "run", "trainer.max_steps=16", "optim.lr.full=5e-3",
                 "trainer.eval_every=16", "trainer.checkpoint_every=8")
     assert out["status"] == "finished" and out["step"] == 16
     losses = [r["train/loss"] for _, r in sorted(read_metrics(tmp_path / "run").items())]
@@ -37,9 +39,12 @@ def test_few_steps_lower_the_loss_and_write_the_run(pretrain_data, tmp_path):  #
         assert any(key in r for r in records), key
     evals = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "eval/" in line]
     assert len(evals) == 1 and '"eval/de/acc_mep"' in evals[0] and '"eval/en/acc_mlm"' in evals[0]
+    # The rate each step used: the reference's warmup (at least 2 steps, from 0), then linear decay towards 0.
+    assert [r["train/lr"] for _, r in sorted(read_metrics(tmp_path / "run").items())] == pytest.approx(
+        [0, 0, 2.5e-3] + [5e-3 * (16 - t) / 14 for t in range(2, 15)], rel=1e-12)
     config = (tmp_path / "run" / "config.yaml").read_text()
     assert "grad_accum: 2" in config and "train_batch_size: 8" in config and f"dir: {pretrain_data}" in config
-    assert [p.name for p in callbacks.list_checkpoints(tmp_path / "run")] == ["step_00000008", "step_00000016"]
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "run")] == ["step_00000008", "step_00000016"]
     from transformers import LukeForMaskedLM
 
     hf = LukeForMaskedLM.from_pretrained(str(tmp_path / "run" / "export"))
@@ -47,11 +52,11 @@ def test_few_steps_lower_the_loss_and_write_the_run(pretrain_data, tmp_path):  #
 
 
 def test_stage1_freezes_the_word_side_and_stage2_trains_it(pretrain_data, tmp_path):  # noqa: F811
-    from pretrain.init import init_from_xlmr
+    from pretrain.weights import init_from_xlmr
 
     start = init_from_xlmr(pretrain_data / "xlmr", entity_vocab_size=18, entity_emb_size=32, seed=42).state_dict()
     train(pretrain_data, tmp_path / "s1", "stage=entity", "trainer.max_steps=3", "optim.lr.entity=1e-2")
-    s1 = consolidated_state_dict(callbacks.latest_complete_checkpoint(tmp_path / "s1"))
+    s1 = consolidated_state_dict(checkpoint.latest_complete_checkpoint(tmp_path / "s1"))
     word_side = [k for k in s1 if not k.startswith(ENTITY_SIDE)]
     assert len(word_side) > 30
     for k in word_side:
@@ -63,7 +68,7 @@ def test_stage1_freezes_the_word_side_and_stage2_trains_it(pretrain_data, tmp_pa
 
     train(pretrain_data, tmp_path / "s2", "stage=full", f"model.init_from={tmp_path / 's1'}",
           "trainer.max_steps=3", "optim.lr.full=1e-2", "deepspeed=zero2")
-    s2 = consolidated_state_dict(callbacks.latest_complete_checkpoint(tmp_path / "s2"))
+    s2 = consolidated_state_dict(checkpoint.latest_complete_checkpoint(tmp_path / "s2"))
     unchanged = [k for k in word_side if torch.equal(s2[k], s1[k])]
     # The pooler is unused in pretraining and stays frozen, as in the reference.
     assert unchanged == ["luke.pooler.dense.weight", "luke.pooler.dense.bias"]
@@ -72,24 +77,64 @@ def test_stage1_freezes_the_word_side_and_stage2_trains_it(pretrain_data, tmp_pa
     assert min(read_metrics(tmp_path / "s2")) == 1  # a new run: step, schedule and optimizer start afresh
 
 
-def test_sigterm_checkpoints_and_resume_is_bitwise_identical(pretrain_data, tmp_path):  # noqa: F811
+def signal_after_step(monkeypatch, step: int, *signals: int) -> None:
+    """Send real signals to this process right after optimizer step `step`, from the training thread itself:
+    the handler runs before the loop goes on, and no helper thread can outlive the run and its handler."""
+    original = Trainer.train_step
+
+    def train_step(self):
+        original(self)
+        if self.step == step:
+            for sig in signals:
+                os.kill(os.getpid(), sig)
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+
+
+def test_lr_schedule_is_the_references_warmup_then_linear_decay_to_zero():
+    # DeepSpeed's WarmupDecayLR as the mLUKE configs set it: the rate of optimizer step s is lr·(s-2)/W during
+    # warmup (0 for the first two steps), then decays linearly to 0 at max_steps.
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_decay(optimizer, warmup_steps=4, total_steps=10)
+    rates = []
+    for _ in range(12):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0, 0, 0.25, 0.5, 0.75, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0])
+
+
+def test_bf16_is_mixed_precision_and_never_rounds_the_frozen_word_side(pretrain_data, tmp_path):  # noqa: F811
+    """A bf16 stage 1 computes in bf16 but keeps fp32 weights: its export's word side is XLM-R's, bit for bit,
+    and stage 2 starts from exactly that."""
+    from pretrain.weights import init_from_xlmr, load_exported
+
+    args = ("stage=entity", "trainer.max_steps=2", "optim.lr.entity=1e-2")
+    train(pretrain_data, tmp_path / "fp32", *args, "trainer.export=false")
+    train(pretrain_data, tmp_path / "bf16", *args, "trainer.precision=bf16")
+    fp32, bf16 = read_metrics(tmp_path / "fp32")[1]["train/loss"], read_metrics(tmp_path / "bf16")[1]["train/loss"]
+    assert fp32 != bf16 and abs(fp32 - bf16) < 0.05 * fp32  # the products really ran in bf16
+    start = init_from_xlmr(pretrain_data / "xlmr", entity_vocab_size=18, entity_emb_size=32, seed=42).state_dict()
+    exported = load_exported(tmp_path / "bf16" / "export").state_dict()
+    word_side = [k for k in start if not k.startswith(ENTITY_SIDE)]
+    assert len(word_side) > 30 and all(torch.equal(exported[k], start[k]) for k in word_side)
+    trainer = Trainer(compose(tiny_overrides(pretrain_data, tmp_path / "s2", "stage=full", "trainer.precision=bf16",
+                                             f"model.init_from={tmp_path / 'bf16'}")))
+    assert all(torch.equal(trainer.model.state_dict()[k], start[k]) for k in word_side)
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+
+
+def test_sigterm_checkpoints_and_resume_is_bitwise_identical(pretrain_data, tmp_path, monkeypatch):  # noqa: F811
     args = ("trainer.max_steps=8", "trainer.global_batch_size=16", "trainer.micro_batch_size=2",
             "trainer.checkpoint_every=100", "trainer.export=false", "optim.lr.full=3e-3")
     train(pretrain_data, tmp_path / "full", *args)
     expected = read_metrics(tmp_path / "full")
 
     run_dir = tmp_path / "cut"
-    metrics = run_dir / "metrics.jsonl"
-
-    def preempt():  # a real signal to this process once two steps are logged
-        while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=preempt, daemon=True).start()
-    out = train(pretrain_data, run_dir, *args)
-    assert out["status"] == "preempted" and 2 <= out["step"] < 8
-    assert [p.name for p in callbacks.list_checkpoints(run_dir)] == [f"step_{out['step']:08d}"]
+    with monkeypatch.context() as patch:
+        signal_after_step(patch, 2, signal.SIGTERM, signal.SIGTERM)  # launchers forward it: twice is normal
+        out = train(pretrain_data, run_dir, *args)
+    assert out["status"] == "preempted" and out["step"] == 2
+    assert [p.name for p in checkpoint.list_checkpoints(run_dir)] == [f"step_{out['step']:08d}"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler removed after the run
 
     out = train(pretrain_data, run_dir, *args, "resume=auto")
@@ -99,6 +144,66 @@ def test_sigterm_checkpoints_and_resume_is_bitwise_identical(pretrain_data, tmp_
     for step in range(1, 9):
         for key in ("train/loss", "train/loss_mlm", "train/loss_mep", "train/grad_norm", "train/lr"):
             assert got[step][key] == expected[step][key], (step, key)
+
+
+def test_first_ctrl_c_checkpoints_and_a_second_one_stops_at_once(pretrain_data, tmp_path, monkeypatch):  # noqa: F811
+    args = ("trainer.max_steps=4", "trainer.checkpoint_every=100", "trainer.export=false")
+    with monkeypatch.context() as patch:
+        signal_after_step(patch, 1, signal.SIGINT)
+        out = train(pretrain_data, tmp_path / "once", *args)
+    assert out["status"] == "preempted" and out["step"] == 1
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "once")] == ["step_00000001"]
+
+    with monkeypatch.context() as patch:
+        signal_after_step(patch, 1, signal.SIGINT, signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            train(pretrain_data, tmp_path / "twice", *args)
+    assert checkpoint.list_checkpoints(tmp_path / "twice") == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler removed after the run
+
+
+def test_a_run_that_trains_on_drops_its_export_and_options_reach_the_model(pretrain_data, tmp_path):  # noqa: F811
+    run_dir = tmp_path / "run"
+    train(pretrain_data, run_dir, "trainer.max_steps=2")
+    assert (run_dir / "export" / "config.json").is_file()
+    trainer = Trainer(compose(tiny_overrides(pretrain_data, run_dir, "trainer.max_steps=4",
+                                             "model.gradient_checkpointing=true", "data.whole_word_masking=true")))
+    # Once the run trains past it, export/ would pass for the run's final model (model.init_from=RUN_DIR).
+    assert not (run_dir / "export").exists() and trainer.step == 2
+    assert trainer.model.gradient_checkpointing and trainer.collator.whole_word
+    assert trainer.run()["step"] == 4 and (run_dir / "export" / "config.json").is_file()
+
+
+def test_under_slurm_a_preempted_run_requeues_its_job(pretrain_data, tmp_path, monkeypatch):  # noqa: F811
+    # SLURM's --requeue does not requeue a job that ends in TIMEOUT or COMPLETED: rank 0 asks for it.
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol-calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    with monkeypatch.context() as patch:
+        signal_after_step(patch, 1, signal.SIGTERM)
+        out = train(pretrain_data, tmp_path / "run", "trainer.max_steps=3", "trainer.export=false")
+    assert out["status"] == "preempted" and calls.read_text() == "requeue 4242\n"
+    assert "requeued SLURM job 4242" in (tmp_path / "run" / "logs" / "rank0.log").read_text()
+
+
+def test_srun_without_torchrun_is_refused_in_one_line(pretrain_data, tmp_path):  # noqa: F811
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
+    out = subprocess.run([sys.executable, str(ROOT / "launch" / "pretrain.py"),
+                          *tiny_overrides(pretrain_data, tmp_path / "run")],
+                         capture_output=True, text=True, env={**env, "SLURM_NTASKS": "2", "DS_ACCELERATOR": "cpu"},
+                         timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: started by srun as one of 2 tasks without torchrun")
+
+
+def test_only_the_newest_checkpoints_are_kept(pretrain_data, tmp_path):  # noqa: F811
+    train(pretrain_data, tmp_path / "run", "trainer.max_steps=6", "trainer.checkpoint_every=2",
+          "trainer.keep_checkpoints=2", "trainer.export=false")
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "run")] == ["step_00000004", "step_00000006"]
 
 
 def test_truncated_checkpoint_is_skipped_with_a_warning(pretrain_data, tmp_path):  # noqa: F811
@@ -111,7 +216,7 @@ def test_truncated_checkpoint_is_skipped_with_a_warning(pretrain_data, tmp_path)
         f.truncate(victim.stat().st_size // 2)
     (run_dir / "checkpoints" / ".tmp-step_00000006").mkdir()  # a save killed half way
     warnings = []
-    assert callbacks.latest_complete_checkpoint(run_dir, warn=warnings.append).name == "step_00000002"
+    assert checkpoint.latest_complete_checkpoint(run_dir, warn=warnings.append).name == "step_00000002"
     assert len(warnings) == 1 and "step_00000004: truncated file ds/mp_rank_00_model_states.pt" in warnings[0]
 
     out = train(pretrain_data, run_dir, *args)  # resume=auto is the default
@@ -121,14 +226,14 @@ def test_truncated_checkpoint_is_skipped_with_a_warning(pretrain_data, tmp_path)
     assert "removing incomplete checkpoint" in log and not (run_dir / "checkpoints" / ".tmp-step_00000006").exists()
     again = read_metrics(run_dir)
     assert [again[s]["train/loss"] for s in (3, 4)] == [first[s]["train/loss"] for s in (3, 4)]
-    assert callbacks.checkpoint_problem(run_dir / "checkpoints" / "step_00000004") is None  # rewritten whole
+    assert checkpoint.checkpoint_problem(run_dir / "checkpoints" / "step_00000004") is None  # rewritten whole
 
 
-def test_non_finite_losses_skip_the_batch_then_stop(pretrain_data, tmp_path, monkeypatch):  # noqa: F811
+def test_non_finite_gradients_skip_the_update_then_stop(pretrain_data, tmp_path, monkeypatch):  # noqa: F811
     from pretrain.model import MLukeForPretraining
 
     forward = MLukeForPretraining.forward
-    calls = {"n": 0, "bad": {3, 4}}
+    calls = {"n": 0, "bad": {3}}
 
     def poisoned(self, batch):
         out = forward(self, batch)
@@ -139,42 +244,59 @@ def test_non_finite_losses_skip_the_batch_then_stop(pretrain_data, tmp_path, mon
 
     monkeypatch.setattr(MLukeForPretraining, "forward", poisoned)
     out = train(pretrain_data, tmp_path / "a", "trainer.max_steps=3", "trainer.export=false")
-    assert out["status"] == "finished" and out["step"] == 3 and calls["n"] == 8  # 6 used + 2 skipped
-    state = (callbacks.latest_complete_checkpoint(tmp_path / "a") / "trainer_state.json").read_text()
-    assert '"bad_batches": 2' in state
-    assert all(r["train/loss"] == r["train/loss"] for r in read_metrics(tmp_path / "a").values())  # no NaN
+    # Micro-batch 3 (step 2 of 2 micro-batches a step) poisons its step's gradients: DeepSpeed skips that
+    # update; the schedule still advances with the step.
+    assert out["status"] == "finished" and out["step"] == 3 and calls["n"] == 6
+    state = (checkpoint.latest_complete_checkpoint(tmp_path / "a") / "trainer_state.json").read_text()
+    assert '"skipped_steps": 1' in state
+    records = read_metrics(tmp_path / "a")
+    assert all(r["train/loss"] == r["train/loss"] for r in records.values())  # no NaN in the logs
+    assert [r["train/skipped_steps"] for _, r in sorted(records.items())] == [0, 1, 1]
+    clean = train(pretrain_data, tmp_path / "clean", "trainer.max_steps=3", "trainer.export=false")
+    assert clean["last"]["train/lr"] == out["last"]["train/lr"]
 
     calls.update(n=0, bad="all")
-    with pytest.raises(TrainingError, match="3 non-finite losses in a row at step 1"):
-        train(pretrain_data, tmp_path / "b", "trainer.max_steps=3", "trainer.max_bad_steps=3")
+    with pytest.raises(TrainingError, match="3 steps in a row with non-finite gradients at step 3"):
+        train(pretrain_data, tmp_path / "b", "trainer.max_steps=5", "trainer.max_bad_steps=3")
 
 
-def test_the_loop_reads_device_values_once_per_micro_batch(pretrain_data, tmp_path, monkeypatch):  # noqa: F811
-    # On a GPU every read of a device value (.item(), .tolist(), float()) waits for the queued kernels. The
-    # loop may read only the skip flag per micro-batch and the preemption flag per step; metrics stay on the
-    # device until a log step.
-    import pretrain.trainer as trainer
+def test_a_training_step_never_waits_for_the_device(pretrain_data, tmp_path, monkeypatch):  # noqa: F811
+    # On a GPU every read of a device value (.item(), .tolist(), float(), bool()...) waits for the queued
+    # kernels, and when it feeds a collective, for the slowest rank. Inside a step nothing of ours may read one:
+    # host figures are counted in the loader's thread, metrics stay on the device until a log step.
+    import threading
 
-    reads = []
+    import pretrain
+
+    ours = Path(pretrain.trainer.__file__).parent
+    reads, inside = [], []
+    original_step = Trainer.train_step
+
+    def step(self):
+        inside.append(True)
+        try:
+            original_step(self)
+        finally:
+            inside.pop()
+    monkeypatch.setattr(Trainer, "train_step", step)
     for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
         original = getattr(torch.Tensor, name)
 
         def wrapped(self, *a, _original=original, _name=name, **k):
             frame = sys._getframe(1)
-            if frame.f_code.co_filename == trainer.__file__ and frame.f_code.co_name == "run":
-                reads.append((_name, frame.f_lineno, self.device.type, self.numel()))
+            if inside and threading.current_thread() is threading.main_thread() and \
+                    Path(frame.f_code.co_filename).parent == ours:
+                reads.append((_name, frame.f_code.co_filename, frame.f_lineno))
             return _original(self, *a, **k)
         monkeypatch.setattr(torch.Tensor, name, wrapped)
     train(pretrain_data, tmp_path / "run", "trainer.max_steps=4", "trainer.log_every=4", "trainer.export=false")
-    # Batch sizes are counted on the host copy of the batch, before it goes to the device.
-    device_reads = [r for r in reads if r[0] not in ("__int__",)]
-    assert len(device_reads) == 4 * 2 + 4, device_reads  # 2 micro-batches per step, 4 steps
+    assert reads == [], sorted(set(reads))
 
 
 def test_flops_accounting_counts_the_heads_at_masked_positions():
     from transformers import LukeConfig
 
-    from pretrain.trainer import flops_per_token, head_flops
+    from pretrain.metrics import flops_per_token, head_flops
 
     base = LukeConfig(vocab_size=250_002, entity_vocab_size=1_200_000, entity_emb_size=256, hidden_size=768,
                       num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -183,6 +305,31 @@ def test_flops_accounting_counts_the_heads_at_masked_positions():
     assert 6 * 84e6 < encoder < 6 * 100e6  # XLM-R base: 85M non-embedding parameters, plus attention
     assert head_flops(base, 1, 0) == 6 * (768 * 768 + 768 * 250_002)
     assert head_flops(base, 0, 1) > 3 * encoder  # a masked entity's 1.2M-way softmax outweighs a token
+
+
+@pytest.mark.parametrize("entity_aware", [False, True])
+def test_flops_accounting_equals_torch_flop_counter(entity_aware):
+    """batch_flops against what torch counts in a real forward + backward (no padding, so that both count
+    the same positions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import LukeConfig
+
+    from pretrain.masking import MaskingCollator
+    from pretrain.metrics import batch_flops
+    from pretrain.model import MLukeForPretraining
+
+    config = LukeConfig(vocab_size=1000, entity_vocab_size=500, hidden_size=64, entity_emb_size=32,
+                        num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, max_position_embeddings=80,
+                        type_vocab_size=1, use_entity_aware_attention=entity_aware)
+    g = torch.Generator().manual_seed(0)
+    rows = [{"word_ids": [0, *torch.randint(4, 998, (62,), generator=g).tolist(), 2],
+             "entity_ids": torch.randint(3, 500, (8,), generator=g).tolist(),
+             "entity_spans": [[1 + 7 * i, 3 + 7 * i] for i in range(8)]} for _ in range(4)]
+    batch = MaskingCollator(1000, 999, [0, 1, 2, 3])(rows, generator=0)
+    assert batch["attention_mask"].all() and batch["entity_attention_mask"].all()
+    with FlopCounterMode(display=False) as counter:
+        MLukeForPretraining(config)(batch).loss.backward()
+    assert counter.get_total_flops() == batch_flops(config, batch)
 
 
 def test_wandb_offline_run_can_be_synced(pretrain_data, tmp_path):  # noqa: F811
@@ -204,7 +351,7 @@ def test_derived_values_and_config_errors(pretrain_data, tmp_path):  # noqa: F81
     cfg = compose(["data.dir=x", "model.init_from=y", "run_dir=z", "experiment=mluke_base", "stage=entity"])
     d = derive(cfg, world_size=16, device_type="cuda")
     assert (d.grad_accum, d.precision, d.lr, d.warmup_steps) == (4, "bf16", 5e-4, 2500)
-    assert d.deepspeed["train_micro_batch_size_per_gpu"] == 32 and d.deepspeed["zero_optimization"]["stage"] == 2
+    assert d.deepspeed["train_micro_batch_size_per_gpu"] == 32 and d.deepspeed["zero_optimization"]["stage"] == 1
     assert compose(["experiment=mluke_large", "stage=full", "data.dir=x", "model.init_from=y", "run_dir=z"]
                    ).optim.lr.full == 5e-5
     with pytest.raises(ConfigError, match="not a multiple of trainer.micro_batch_size=32 × world size 3"):
@@ -230,11 +377,10 @@ def test_command_line_rejects_bad_overrides_before_any_work():
         (["stage=second"], "Could not find 'stage/second'"),
         (["data.dir=x"], "missing required setting(s): model.init_from, run_dir"),
     ):
-        t0 = time.time()
         out = subprocess.run([sys.executable, str(ROOT / "launch" / "pretrain.py"), *args], capture_output=True,
-                             text=True, env=env, timeout=60)
+                             text=True, env=env, timeout=120)
         assert out.returncode != 0 and message in out.stderr, (args, out.stderr)
-        assert time.time() - t0 < 20  # no torch/deepspeed import before the check
+    # (tests/test_layout.py checks that the doors reject bad arguments before torch is imported)
 
 
 def test_local_rank_argument_moves_to_the_environment(monkeypatch):

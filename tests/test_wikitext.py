@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,23 @@ def test_unpiped_percent_escaped_link_shows_decoded_text():
     assert parse("[[Caf%C3%A9]] and [[100%]] x") == [("Café and 100% x", [("Café", "Café"), ("100%", "100%")])]
 
 
+def cpu_seconds(f) -> float:
+    """The least CPU time of three calls (CPU time: what other processes do barely moves it)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        f()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def assert_linear(make_text, n: int) -> None:
+    """Parsing 8x the text takes about 8x the time: well under 24x (quadratic work would take 64x)."""
+    small = cpu_seconds(lambda: parse_wikitext(make_text(n), "en"))
+    large = cpu_seconds(lambda: parse_wikitext(make_text(8 * n), "en"))
+    assert large < 24 * max(small, 1e-3), (small, large)
+
+
 def test_unclosed_tags_are_dropped_in_linear_time():
     # Each unclosed tag used to be re-scanned to the end of the page (minutes on big lists).
     assert parse("A <small>small [[B]]</small>s and <p>para [[C]] <span>z") == [
@@ -248,6 +266,7 @@ def test_unclosed_tags_are_dropped_in_linear_time():
     for tag, texts in (("<small>", ["Alpha text"]), ("<ref>", ["Alpha text"]), ("<p>", ["Alpha", "text"])):
         paragraphs = parse_wikitext("Intro.\n" + f"* [[Alpha]] {tag}text\n" * lines, "en")
         assert [p.text for p in paragraphs] == ["Intro."] + texts * lines
+        assert_linear(lambda n, tag=tag: "Intro.\n" + f"* [[Alpha]] {tag}text\n" * n, 1000)
 
 
 def test_own_language_prefix_is_a_local_link():
@@ -263,4 +282,5 @@ def test_newer_wikis_and_interwiki_aliases_are_interlanguage_links():
 def test_unclosed_table_markup_does_not_become_text():
     text = "Intro [[A]].\n{| class=wikitable\n|-\n! H1 !! H2\n|-\n| [[a]] || b\n\nAfter [[B]]."
     assert parse(text) == [("Intro A.", [("A", "A")]), ("After B.", [("B", "B")])]
-    assert parse("{|\n|x\n" * 20000 + "\nEnd.") == [("End.", [])]  # and in linear time
+    assert parse("{|\n|x\n" * 20000 + "\nEnd.") == [("End.", [])]
+    assert_linear(lambda n: "{|\n|x\n" * n + "\nEnd.", 5000)

@@ -23,18 +23,16 @@ import matplotlib
 import matplotlib.ticker as ticker
 import numpy as np
 import yaml
+
 # Figure objects, not pyplot: no GUI backend or global figure state (headless, and importing
 # this module does not change the backend of a notebook that uses it).
 from matplotlib.figure import Figure
 
-SPECIAL_ENTITIES = ("[PAD]", "[UNK]", "[MASK]", "[MASK2]")
-STAT_COLUMNS = (
-    ("pages", "pages"), ("redirects", "redirects"), ("disambiguation", "disambig."),
-    ("skipped", "skipped"), ("paragraphs", "paragraphs"), ("sentences", "sentences"),
-    ("links", "links"), ("links_in_vocab", "links in vocab"), ("examples", "examples"),
-    ("tokens", "tokens"), ("entities", "entities"),
-)
-STAT_KEYS = [key for key, _ in STAT_COLUMNS]
+from preprocessing.contract import SPECIAL_ENTITIES, STAT_KEYS, DataDir
+
+# Column labels of the per-language statistics (stats.json keys, in the contract's order).
+STAT_LABELS = {"disambiguation": "disambig.", "links_in_vocab": "links in vocab"}
+STAT_COLUMNS = tuple((key, STAT_LABELS.get(key, key)) for key in STAT_KEYS)
 
 
 class ReportError(Exception):
@@ -285,9 +283,9 @@ def _note(text: str) -> str:
 def _data_section(data_dir: Path | None, figures: Figures) -> str:
     parts = ["<h2>Data</h2>"]
     if data_dir is None:
-        return parts[0] + _note("no preprocessing output given (--data OUT, or data.dir in a run's config.yaml)")
+        return parts[0] + _note("no preprocessing output given (data=OUT, or data.dir in a run's config.yaml)")
     parts.append(f"<p>Preprocessing output: <code>{html.escape(str(data_dir))}</code></p>")
-    stats_path = data_dir / "stats.json"
+    stats_path = DataDir(data_dir).stats
     if stats_path.is_file():
         try:
             stats = json.loads(stats_path.read_text(encoding="utf-8"))
@@ -308,7 +306,7 @@ def _data_section(data_dir: Path | None, figures: Figures) -> str:
                 totals[i] += value
             rows.append([lang] + row)
         rows.append(["total"] + totals)
-        links, in_vocab = (STAT_KEYS.index(k) + 1 for k in ("links", "links_in_vocab"))
+        links, in_vocab = (STAT_KEYS.index(k) + 1 for k in ("links", "links_in_vocab"))  # +1: the lang column
         for row in rows:  # the share of links whose target is in the entity vocabulary
             row.insert(in_vocab + 1, f"{100 * row[in_vocab] / row[links]:.1f}%" if row[links] else "–")
         header = ["lang"] + [label for _, label in STAT_COLUMNS]
@@ -329,7 +327,7 @@ def _data_section(data_dir: Path | None, figures: Figures) -> str:
     else:
         parts.append(_note(f"{stats_path} not found: no per-language statistics"))
 
-    vocab_path = data_dir / "entity_vocab.jsonl"
+    vocab_path = DataDir(data_dir).entity_vocab
     if vocab_path.is_file():
         parts.append(_vocab_section(read_entity_vocab(vocab_path), figures))
     else:

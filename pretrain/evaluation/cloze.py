@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pretrain.cloze_data import SLOT_RE, Entity, Facts
+from .facts import SLOT_RE, Entity, Facts
 
 WORD, ENTITY = "word", "entity"
 
