@@ -370,7 +370,8 @@ class _Beside:
 
     def join(self) -> None:
         self.process.join()
-        error = self.errors.get() if not self.errors.empty() else f"exited with {self.process.exitcode}"
+        error = (self.errors.get() if not self.errors.empty() else
+                 f"{self.process.name} (run beside the extraction) exited with {self.process.exitcode}")
         if error:
             raise PreprocessError(error)
 
