@@ -37,6 +37,9 @@ class PreprocessConfig:
     # {lang: path to <lang>wiki-*-pages-articles*.xml[.bz2|.gz]}. Untyped so that
     # `'dumps={en: a.xml.bz2}'` works without a `+` (a typed Dict would reject new keys).
     dumps: Any = None
+    # {lang: path to <lang>wiki-*-multistream-index.txt.bz2}; by default the index beside a
+    # multistream dump is used when there is one.
+    indexes: Any = None
     wikidata: Optional[str] = None
     tokenizer: Optional[str] = None
     stages: List[str] = field(default_factory=lambda: list(STAGES))

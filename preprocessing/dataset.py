@@ -22,17 +22,31 @@ at a word includes the word's `▁`. Where a link boundary falls inside a token 
 tokenized as `▁東京は`), that token alone is re-tokenized in parts at the boundary with the
 same sentencepiece model (`▁東京` + `は`), so every mention starts and ends on a token boundary
 and the rest of the sentence keeps its natural tokenization.
+
+Two tokenizer paths give the same ids and offsets. sentencepiece's own encoder (when the tokenizer
+has its `sentencepiece.bpe.model`) is several times faster than `tokenizers`' encode_batch; it
+is used for a sentence only where its pieces spell the sentence's characters exactly (so the
+offsets follow from the pieces), and only after a check at load time over probe texts of many
+scripts has found it identical to the fast tokenizer (`SentencePieceEncoder`); other sentences,
+and tokenizers that fail the check, go through `tokenizers` (the path in use is logged).
+
+Resumable: with a `work_dir`, each task's examples are appended to an Arrow stream there and a
+progress record saved (progress.py); a killed run continues after the last record, and the
+dataset it writes equals an uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -41,7 +55,9 @@ from pathlib import Path
 
 from .contract import DATASET_STAT_KEYS, DataDir, DatasetLimits, DatasetMetadata, features, sha256_file
 from .fsutil import atomic_dir
+from .progress import ProgressLog, exit_with
 from .sentences import sentence_spans_many
+from .spm_encoder import SentencePieceEncoder
 from .titles import Redirects
 
 log = logging.getLogger(__name__)
@@ -54,9 +70,14 @@ SPACE = "▁"  # sentencepiece's word-start marker
 def load_tokenizer(tokenizer):
     """A transformers fast tokenizer with XLM-R's special ids, from an object or a name/path."""
     if isinstance(tokenizer, (str, Path)):
-        from transformers import AutoTokenizer
+        # XLM-R's class itself: AutoTokenizer imports torch, seconds of start-up for nothing.
+        from transformers import XLMRobertaTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        name = str(tokenizer)
+        tokenizer = XLMRobertaTokenizer.from_pretrained(name)
+        if len(tokenizer) <= len(tokenizer.all_special_tokens):  # it makes one up when none is found
+            raise OSError(f"no tokenizer found at {name} (neither tokenizer.json nor "
+                          "sentencepiece.bpe.model, locally or in the hub cache)")
     name = getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"tokenizer {name}: a fast (tokenizers-backed) tokenizer is needed for offsets")
@@ -72,7 +93,8 @@ class PageProcessor:
     """Turns batches of pages.jsonl lines into examples; built once, used in each worker."""
 
     def __init__(self, lang, entity_vocab, redirects, tokenizer, max_seq_length, max_entity_length,
-                 max_mention_length, min_sentence_length, keep_unknown_entities, source="pages.jsonl"):
+                 max_mention_length, min_sentence_length, keep_unknown_entities, source="pages.jsonl",
+                 fast_tokenizer=True):
         from tokenizers import Tokenizer
 
         self.lang = lang
@@ -94,32 +116,61 @@ class PageProcessor:
         # Does a word's "▁" carry the offsets of the space it replaced? (see the module docstring)
         probe = self.backend.encode("a b", add_special_tokens=False).offsets
         self.offsets_cover_spaces = any(start < end and "a b"[start] == " " for start, end in probe)
+        self.fast = None
+        if fast_tokenizer:
+            self.fast = SentencePieceEncoder.for_tokenizer(tokenizer, self)
+
+    def encode_with_tokenizers(self, texts, with_offsets):
+        """[(ids, starts, ends)] from `tokenizers` (offsets without leading spaces; starts and ends
+        are None where not `with_offsets`)."""
+        result = []
+        for text, encoding, wanted in zip(texts, self.backend.encode_batch(texts, add_special_tokens=False),
+                                          with_offsets):
+            starts = ends = None
+            if wanted:
+                offsets = encoding.offsets
+                if self.offsets_cover_spaces:
+                    offsets = [_skip_spaces(text, start, end) for start, end in offsets]
+                starts, ends = [s for s, _ in offsets], [e for _, e in offsets]
+            result.append((encoding.ids, starts, ends))
+        return result
+
+    def encode(self, texts, with_offsets):
+        if self.fast is not None:
+            return self.fast.encode(texts, with_offsets)
+        return self.encode_with_tokenizers(texts, with_offsets)
 
     # -- links and sentences -------------------------------------------------------------
     def _links(self, text, links, stats):
         """Valid links of a paragraph as sorted (start, end, entity_id)."""
         kept = []
+        bad = in_vocab = 0  # counted here, added to the Counter once
+        lookup, resolve, lang = self.entity_vocab.lookup, self.redirects.resolve, self.lang
         for link in links:
-            stats["links"] += 1
             start, end, title = link
             if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
-                stats["skipped.bad_link"] += 1
+                bad += 1
                 continue
             while start < end and text[start].isspace():  # anchors like "[[Berlin| Berlin]]"
                 start += 1
             while start < end and text[end - 1].isspace():
                 end -= 1
             if start == end:
-                stats["skipped.bad_link"] += 1
+                bad += 1
                 continue
-            entity_id = self.entity_vocab.lookup(self.lang, self.redirects.resolve(title))
+            entity_id = lookup(lang, resolve(title))
             if entity_id is not None:
-                stats["links_in_vocab"] += 1
+                in_vocab += 1
             elif self.keep_unknown_entities:
                 entity_id = self.unk_entity
             else:
                 continue
             kept.append((start, end, entity_id))
+        stats["links"] += len(links)
+        if bad:
+            stats["skipped.bad_link"] += bad
+        if in_vocab:
+            stats["links_in_vocab"] += in_vocab
         kept.sort()
         # Overlapping links cannot both be token spans of one sequence; keep the first.
         result = []
@@ -164,48 +215,46 @@ class PageProcessor:
         return sentences
 
     # -- characters to tokens --------------------------------------------------------------
-    def _split_tokens(self, text, encoding, links):
-        """ids and offsets of a sentence, with each token that straddles a link boundary
-        re-tokenized in parts at the boundary (a part's tokens get the part's offsets)."""
-        ids, offsets = encoding.ids, encoding.offsets
-        if self.offsets_cover_spaces:
-            offsets = [_skip_spaces(text, start, end) for start, end in offsets]
-        starts = [s for s, _ in offsets]
+    def _split_tokens(self, text, ids, starts, ends, links):
+        """ids, start and end offsets of a sentence, with each token that straddles a link
+        boundary re-tokenized in parts at the boundary (a part's tokens get the part's offsets)."""
         cuts_inside = {}  # token index -> link boundaries strictly inside that token
         for cut in {b for a, e, _ in links for b in (a, e)}:
             i = bisect.bisect_left(starts, cut) - 1  # the last token starting before the cut
-            if i >= 0 and offsets[i][1] > cut:
+            if i >= 0 and ends[i] > cut:
                 cuts_inside.setdefault(i, []).append(cut)
         if not cuts_inside:
-            return ids, offsets, starts
-        tokens = encoding.tokens
+            return ids, starts, ends
         normalize = self.backend.normalizer.normalize_str if self.backend.normalizer else str
-        new_ids, new_offsets = [], []
-        for i, (token_id, span) in enumerate(zip(ids, offsets)):
+        new_ids, new_starts, new_ends = [], [], []
+        for i, (token_id, start, end) in enumerate(zip(ids, starts, ends)):
             if i not in cuts_inside:
                 new_ids.append(token_id)
-                new_offsets.append(span)
+                new_starts.append(start)
+                new_ends.append(end)
                 continue
-            bounds = [span[0], *sorted(cuts_inside[i]), span[1]]
+            bounds = [start, *sorted(cuts_inside[i]), end]
             for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
                 # Only the first part keeps the token's word-start marker.
-                part = (SPACE if k == 0 and tokens[i].startswith(SPACE) else "") + normalize(text[a:b])
+                space = k == 0 and self.backend.id_to_token(token_id).startswith(SPACE)
+                part = (SPACE if space else "") + normalize(text[a:b])
                 for token in self.backend.model.tokenize(part):
                     new_ids.append(token.id)
-                    new_offsets.append((a, b))
-        return new_ids, new_offsets, [s for s, _ in new_offsets]
+                    new_starts.append(a)
+                    new_ends.append(b)
+        return new_ids, new_starts, new_ends
 
     def _tokenized(self, text, encoding, links, stats):
-        """(token ids, [(token_start, token_end, entity_id)]) of one sentence, or None to skip it."""
+        """(token ids, [(token_start, token_end, entity_id)]) of one sentence, or None to skip it.
+        `encoding`: (ids, start offsets, end offsets), the offsets without leading spaces."""
         mentions = []
-        if not links:
-            ids = encoding.ids
-        else:
-            ids, offsets, starts = self._split_tokens(text, encoding, links)
+        ids, starts, ends = encoding
+        if links:
+            ids, starts, ends = self._split_tokens(text, ids, starts, ends, links)
             for a, b, entity_id in links:
                 first = bisect.bisect_left(starts, a)  # a lone "▁" starting at `a` is included
                 end = bisect.bisect_left(starts, b, lo=first)
-                if first == end or offsets[end - 1][1] > b:
+                if first == end or ends[end - 1] > b:
                     stats["skipped.unaligned_mention"] += 1  # e.g. only characters the normalizer drops
                 elif end - first > self.max_mention_length:
                     stats["skipped.long_mention"] += 1
@@ -280,7 +329,7 @@ class PageProcessor:
             for page_id, page in pages
         ]
         texts = [text for _, sentences in pages for text, _ in sentences]
-        encodings = iter(self.backend.encode_batch(texts, add_special_tokens=False))
+        encodings = iter(self.encode(texts, [bool(ls) for _, sentences in pages for _, ls in sentences]))
         examples = []
         for page_id, sentences in pages:
             tokenized = (self._tokenized(text, next(encodings), links, stats) for text, links in sentences)
@@ -298,13 +347,32 @@ def _skip_spaces(text, start, end):
 _worker_processor: PageProcessor | None = None
 
 
-def _init_worker(processor: PageProcessor) -> None:
+def _init_worker(processor: PageProcessor, main_pid: int | None = None) -> None:
     global _worker_processor
     _worker_processor = processor
+    if main_pid is not None:
+        exit_with(main_pid)
 
 
 def _run_worker(lines):
-    return _worker_processor(lines)
+    return _arrow_task(_worker_processor, lines)
+
+
+def _arrow_task(processor: PageProcessor, lines) -> tuple[bytes, Counter, int]:
+    """A task's examples as one Arrow record batch (IPC message bytes: the main process only
+    writes them), its stats, and the number of examples."""
+    import pyarrow as pa
+
+    examples, stats = processor(lines)
+    if not examples:
+        return b"", stats, 0
+    batch = pa.RecordBatch.from_pylist(examples, schema=_schema())
+    return batch.serialize().to_pybytes(), stats, len(examples)
+
+
+@functools.lru_cache(maxsize=1)
+def _schema():
+    return features().arrow_schema
 
 
 def _ordered_window(pool, fn, items, window: int):
@@ -320,17 +388,21 @@ def _ordered_window(pool, fn, items, window: int):
         yield pending.popleft().get()
 
 
-def _batches(path: Path) -> Iterator[list[tuple[int, str]]]:
+def _batches(path: Path, offset: int = 0, line_no: int = 0):
+    """(lines, end offset, end line number) per task, from byte `offset` of pages.jsonl."""
     batch = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if line.strip():
-                batch.append((line_no, line))
+    with open(path, "rb") as f:
+        f.seek(offset)
+        for raw in f:
+            offset += len(raw)
+            line_no += 1
+            if raw.strip():
+                batch.append((line_no, raw.decode("utf-8", errors="replace")))
                 if len(batch) == PAGES_PER_TASK:
-                    yield batch
+                    yield batch, offset, line_no
                     batch = []
     if batch:
-        yield batch
+        yield batch, offset, line_no
 
 
 def _stats_dict(counter: Counter) -> dict:
@@ -339,15 +411,33 @@ def _stats_dict(counter: Counter) -> dict:
     return stats
 
 
+_ARROW = "examples.arrow"
+_ARROW_END = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # end of an Arrow IPC stream
+
+
+def _progress_key(pages_file: Path, lang: str, processor: PageProcessor, tokenizer, entity_vocab) -> dict:
+    stat = pages_file.stat()
+    limits = [processor.max_num_tokens, processor.max_entity_length, processor.max_mention_length,
+              processor.min_sentence_length, processor.keep_unknown_entities]
+    tokenizer_hash = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+    return {"pages": str(pages_file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "lang": lang, "limits": limits, "tokenizer": tokenizer_hash,
+            "entity_vocab": getattr(entity_vocab, "sha256", None), "pages_per_task": PAGES_PER_TASK}
+
+
 def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_length=512,
                   max_entity_length=128, max_mention_length=30, min_sentence_length=5,
-                  keep_unknown_entities=False, num_workers=1, progress=True) -> dict:
+                  keep_unknown_entities=False, num_workers=1, progress=True, work_dir=None,
+                  fast_tokenizer=True) -> dict:
     """Build `out_dir` (datasets.save_to_disk) from `pages_dir`; returns the stage's stats.
 
     Pages are processed in file order by `num_workers` processes; the output does not depend
     on the number of workers. Stats: pages, paragraphs, sentences (ICU sentences before any
     filter), links, links_in_vocab, examples, tokens (of the examples, `<s>` and `</s>`
     included), entities (mentions in the examples), and skipped {reason: count}.
+    `work_dir`: where the examples and progress records go while the dataset is built; a later
+    call with the same work_dir continues after the last record (default: a temporary
+    directory). `fast_tokenizer=False` keeps to `tokenizers` (see spm_encoder.py).
     """
     import datasets
     from tqdm import tqdm
@@ -364,53 +454,68 @@ def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_len
     processor = PageProcessor(
         lang, entity_vocab, Redirects.load(redirects_file), tokenizer, max_seq_length,
         max_entity_length, max_mention_length, min_sentence_length, keep_unknown_entities,
-        source=str(pages_file),
+        source=str(pages_file), fast_tokenizer=fast_tokenizer,
     )
     total = None
     if (pages_dir / "stats.json").is_file():
         total = json.loads((pages_dir / "stats.json").read_text()).get("pages")
-    counter = Counter()
-    finished = []
 
-    def results():
-        if num_workers <= 1:
-            yield from map(processor, _batches(pages_file))
-            return
-        # fork shares the (possibly huge) entity vocabulary with the workers without pickling it.
-        ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(num_workers, initializer=_init_worker, initargs=(processor,)) as pool:
-            yield from _ordered_window(pool, _run_worker, _batches(pages_file), 4 * num_workers)
+    with contextlib.ExitStack() as stack:
+        if work_dir is None:
+            work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="dataset-"))
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        log_ = ProgressLog(work_dir, _progress_key(pages_file, lang, processor, tokenizer, entity_vocab))
+        record = log_.resume([_ARROW]) or {"tasks": 0, "offset": 0, "line_no": 0, "counter": {}}
+        counter = Counter(record["counter"])
+        schema = _schema()
+        arrow = stack.enter_context(open(work_dir / _ARROW, "ab"))
+        if arrow.tell() == 0:
+            arrow.write(schema.serialize().to_pybytes())
+        elif record["tasks"]:
+            log.info("dataset %s: continuing after %d pages of a previous run", lang,
+                     counter["pages"] + counter["skipped.bad_page"])
+        batches = _batches(pages_file, record["offset"], record["line_no"])
+        positions = collections.deque()
 
-    def generate():
-        with tqdm(total=total, unit="pages", desc=f"dataset {lang}", disable=not progress) as bar:
-            for examples, stats in results():
+        def lines():
+            for batch, offset, line_no in batches:
+                positions.append((offset, line_no))
+                yield batch
+
+        def results():
+            if num_workers <= 1:
+                yield from (_arrow_task(processor, batch) for batch in lines())
+                return
+            # fork shares the (possibly huge) entity vocabulary with the workers without pickling it.
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(num_workers, initializer=_init_worker, initargs=(processor, os.getpid())) as pool:
+                yield from _ordered_window(pool, _run_worker, lines(), 4 * num_workers)
+
+        tasks = record["tasks"]
+        done = counter["pages"] + counter["skipped.bad_page"]
+        with tqdm(total=total, initial=done, unit="pages", desc=f"dataset {lang}", disable=not progress) as bar:
+            for batch, stats, _ in results():
                 counter.update(stats)
                 bar.update(stats["pages"] + stats["skipped.bad_page"])
-                yield from examples
-        finished.append(True)
-
-    bars_were_disabled = datasets.are_progress_bars_disabled()
-    if not progress:
-        datasets.disable_progress_bars()
-    try:
-        with tempfile.TemporaryDirectory(prefix="dataset-cache-") as cache_dir:
-            # An explicit fingerprint keeps datasets from hashing the generator (and the vocabulary).
-            fingerprint = hashlib.sha256(f"{pages_file}:{lang}:{out_dir}".encode()).hexdigest()[:16]
-            try:
-                dataset = datasets.Dataset.from_generator(
-                    generate, features=features(), cache_dir=cache_dir, fingerprint=fingerprint
-                )
-            except ValueError:
-                if counter["examples"] or not finished:
-                    raise
-                # from_generator cannot build a dataset of no examples; save an empty one.
-                dataset = datasets.Dataset.from_dict({k: [] for k in features()}, features=features())
+                arrow.write(batch)
+                offset, line_no = positions.popleft()
+                tasks += 1
+                log_.save({_ARROW: arrow}, tasks=tasks, offset=offset, line_no=line_no,
+                          counter=dict(counter))
+        arrow.write(_ARROW_END)
+        arrow.close()
+        bars_were_disabled = datasets.are_progress_bars_disabled()
+        if not progress:
+            datasets.disable_progress_bars()
+        try:
+            dataset = datasets.Dataset.from_file(str(work_dir / _ARROW))
             # (an empty dataset needs an explicit shard, or load_from_disk fails on it)
             dataset.save_to_disk(str(out_dir), num_shards=None if len(dataset) else 1)
             del dataset
-    finally:
-        if not bars_were_disabled:
-            datasets.enable_progress_bars()
+        finally:
+            if not bars_were_disabled:
+                datasets.enable_progress_bars()
     stats = _stats_dict(counter)
     log.info("dataset %s: %d examples, %d tokens, %d entities", lang, stats["examples"],
              stats["tokens"], stats["entities"])

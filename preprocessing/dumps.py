@@ -4,12 +4,16 @@ Reads `.xml.bz2` (multistream too: Python's bz2 reads concatenated streams), `.x
 `.xml`, chosen by the file's magic bytes, not its name. expat detects UTF-8 / UTF-16 from the BOM
 or the XML declaration. Elements are cleared as soon as a page is complete, so memory does not
 grow with the dump. Tag names are matched without their namespace (export-0.10, 0.11, ...).
+
+This is the sequential reader; `multistream.py` cuts a dump into chunks that workers read in
+parallel, and parses each chunk's pages with `fragment_pages` (the same page parser).
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +24,19 @@ from xml.etree.ElementTree import ParseError, iterparse
 class DumpError(Exception):
     """A dump that cannot be read to its end: missing, truncated or corrupt, malformed XML."""
 
-    def __init__(self, message: str, path: Path | str, last_page: tuple[int, str] | None = None):
+    def __init__(self, message: str, path: Path | str, last_page: tuple[int, str] | None = None,
+                 what: str | None = None):
         super().__init__(message)
         self.path = Path(path)
         self.last_page = last_page  # (id, title) of the last complete page read, if any
+        self.what = what or message  # the problem, without the file and the place
+
+
+def dump_error(path: Path | str, what: str, last_page: tuple[int, str] | None) -> DumpError:
+    """The one-line error: the file, the problem, and the last complete page read before it."""
+    where = (f"last complete page id={last_page[0]} title={last_page[1]!r}" if last_page
+             else "no complete page read")
+    return DumpError(f"{path}: {what} ({where})", path, last_page, what)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +88,7 @@ class DumpReader:
         self.bytes_read = 0  # compressed bytes consumed so far (for MB/s progress)
 
     def _fail(self, what: str) -> DumpError:
-        where = (
-            f"last complete page id={self.last_page[0]} title={self.last_page[1]!r}"
-            if self.last_page
-            else "no complete page read"
-        )
-        return DumpError(f"{self.path}: {what} ({where})", self.path, self.last_page)
+        return dump_error(self.path, what, self.last_page)
 
     def __iter__(self) -> Iterator[Page]:
         raw = open_dump(self.path)
@@ -93,8 +101,9 @@ class DumpReader:
         finally:
             raw.close()
 
-    def _pages(self, raw: BinaryIO) -> Iterator[Page]:
-        underlying = getattr(raw, "_fp", None) or getattr(raw, "fileobj", None) or raw
+    def _pages(self, raw: BinaryIO, underlying=None) -> Iterator[Page]:
+        if underlying is None:
+            underlying = getattr(raw, "_fp", None) or getattr(raw, "fileobj", None) or raw
         events = iterparse(_Read1(raw), events=("start", "end"))
         _, root = next(events)
         depth = 1  # element depth below the document root; pages live at depth 1
@@ -134,10 +143,48 @@ class DumpReader:
                 root.clear()
 
     def _update_position(self, underlying) -> None:
+        if underlying is False:
+            return
         try:
             self.bytes_read = underlying.tell()
         except (OSError, ValueError, AttributeError):
             pass
+
+
+def fragment_pages(fragment: bytes, path: Path | str) -> tuple[list[Page], str | None]:
+    """The pages of a run of whole `<page>` elements cut out of a UTF-8 dump (a chunk), and what
+    ended it early, if anything (the pages before the problem are returned)."""
+    reader = DumpReader(path)
+    pages: list[Page] = []
+    try:
+        for page in reader._pages(io.BytesIO(b"<mediawiki>" + fragment + b"</mediawiki>"), False):
+            pages.append(page)
+    except ParseError as e:
+        return pages, f"malformed or incomplete XML: {e}"
+    except DumpError as e:
+        return pages, e.what
+    return pages, None
+
+
+def read_siteinfo(path: Path | str) -> dict[int, str]:
+    """{key: name} of the namespaces in the dump's <siteinfo> (read from its start only)."""
+    reader = DumpReader(path)
+    raw = open_dump(reader.path)
+    try:
+        events = iterparse(_Read1(raw), events=("start", "end"))
+        for event, elem in events:
+            tag = _local(elem.tag)
+            if event == "end" and tag == "namespace":
+                reader.namespaces[int(elem.get("key", 0))] = elem.text or ""
+            elif tag == "siteinfo" and event == "end" or tag == "page":
+                break
+    except ParseError as e:
+        raise reader._fail(f"malformed or incomplete XML: {e}") from None
+    except (EOFError, OSError, zlib.error) as e:
+        raise reader._fail(f"truncated or corrupt compressed data: {e}") from None
+    finally:
+        raw.close()
+    return reader.namespaces
 
 
 def iter_pages(path: Path | str) -> Iterator[Page]:

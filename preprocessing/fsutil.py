@@ -24,13 +24,30 @@ def atomic_dir(final: str | Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    publish_dir(tmp, final)
+
+
+def partial_dir(final: str | Path, fresh: bool = False) -> Path:
+    """A working directory beside `final` that outlives the process (`.partial-NAME`), for work
+    that a later run continues (see progress.py); emptied first if `fresh`."""
+    final = Path(final)
+    work = final.parent / f".partial-{final.name}"
+    if fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def publish_dir(work: str | Path, final: str | Path) -> None:
+    """Rename a finished working directory to `final`, replacing what is there."""
+    work, final = Path(work), Path(final)
     if final.exists():
         old = final.parent / f".old-{final.name}-{os.getpid()}"
         final.rename(old)
-        tmp.rename(final)
+        work.rename(final)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        tmp.rename(final)
+        work.rename(final)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,10 @@
 
 Each stage writes into a temporary directory that is renamed into place when complete, so
 anything that exists under OUT is whole; a rerun skips what exists unless `overwrite=true`.
+The extract and dataset stages work in `.partial-<lang>` directories with progress records
+instead: a killed run, started again, continues each language where it stopped.
+Everything that can be checked before an hour of work is checked first (`validate`, and the
+tokenizer is loaded before extraction starts).
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import shutil
 from pathlib import Path
 
 from .config import STAGES, WIKIPEDIA_CODE, PreprocessConfig
-from .contract import (DISAMBIGUATION_SIGNALS, DISAMBIGUATION_SIGNALS_KEY, STAT_KEYS, DataDir,
-                       DatasetMetadata, MetadataError)
-from .fsutil import atomic_dir, atomic_file
+from .contract import (DISAMBIGUATION_SIGNALS, DISAMBIGUATION_SIGNALS_KEY, SPECIAL_ENTITIES, STAT_KEYS,
+                       DataDir, DatasetMetadata, MetadataError)
+from .fsutil import atomic_dir, atomic_file, partial_dir, publish_dir
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +80,68 @@ def validate(cfg: PreprocessConfig) -> list[str]:
     for key in ("size", "min_num_languages", "per_language_size"):
         if getattr(cfg.entity_vocab, key) < 1:
             raise PreprocessError(f"entity_vocab.{key} must be >= 1")
+    _indexes(cfg, languages)
+    _check_entity_vocab(cfg, out, languages)
     return languages
+
+
+def _indexes(cfg: PreprocessConfig, languages: list[str]) -> dict[str, Path]:
+    """The multistream indexes given with `indexes={lang: path}` (others are found beside the dumps)."""
+    if not cfg.indexes:
+        return {}
+    if not hasattr(cfg.indexes, "items"):
+        raise PreprocessError(f"indexes must map languages to index files, got {cfg.indexes!r}")
+    result = {}
+    for lang, path in cfg.indexes.items():
+        if str(lang) not in languages:
+            raise PreprocessError(f"indexes has '{lang}', which is not a key of dumps")
+        if not Path(str(path)).is_file():
+            raise PreprocessError(f"multistream index for '{lang}' not found: {path}")
+        result[str(lang)] = Path(str(path))
+    return result
+
+
+def _check_entity_vocab(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
+    """A vocabulary that would hold no entities is an error before any work, not a warning
+    followed by a dataset of zero examples."""
+    data = DataDir(out)
+    n = cfg.entity_vocab.min_num_languages
+    rebuilt = "entity_vocab" in cfg.stages and (cfg.overwrite or not data.entity_vocab.exists())
+    if rebuilt and n > 1:
+        if n > len(languages):
+            raise PreprocessError(
+                f"entity_vocab.min_num_languages={n} but only {len(languages)} language(s) in dumps: "
+                f"no entity can qualify; set entity_vocab.min_num_languages={len(languages)} or lower")
+        if not cfg.wikidata and not data.interwiki.is_dir():
+            raise PreprocessError(
+                f"entity_vocab.min_num_languages={n} keeps entities linked in {n}+ languages, which "
+                "needs a Wikidata dump to match titles across languages: give wikidata=PATH "
+                "(latest-all.json.gz), or set entity_vocab.min_num_languages=1")
+
+
+def _vocab_has_entities(path: Path) -> None:
+    with open(path, encoding="utf-8") as f:
+        lines = sum(1 for _, line in zip(range(len(SPECIAL_ENTITIES) + 1), f) if line.strip())
+    if lines <= len(SPECIAL_ENTITIES):
+        raise PreprocessError(
+            f"{path} holds no entities besides [PAD] [UNK] [MASK], so the dataset stage would write no "
+            "examples: rebuild it (stages=[entity_vocab] overwrite=true) with wikidata=PATH or a lower "
+            "entity_vocab.min_num_languages")
+
+
+def load_tokenizer_or_fail(name: str):
+    """The tokenizer of the dataset stage, or a one-line error (before any work is done)."""
+    from .dataset import load_tokenizer
+
+    try:  # a wrong name or path is a one-line error, not a transformers traceback
+        return load_tokenizer(name)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PreprocessError(
+            f"tokenizer={name} cannot be used: {first} "
+            "(give an XLM-R hub name such as xlm-roberta-base, or a local tokenizer directory; "
+            "without network, a hub name works only if it is in the local cache)"
+        ) from None
 
 
 def _num_workers(cfg: PreprocessConfig) -> int:
@@ -91,32 +156,40 @@ def _done(path: Path, cfg: PreprocessConfig) -> bool:
 
 
 def run_extract(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
+    """All languages in one pool of workers; each language's output is renamed into place as
+    soon as it is complete."""
     from .dumps import DumpError
-    from .extract import extract_dump
+    from .extract import ExtractJob, extract_dumps
+    from .progress import RECORD
 
     data = DataDir(out)
+    indexes = _indexes(cfg, languages)
+    jobs = []
     for lang in languages:
         final = data.pages(lang)
         if _done(final, cfg):
             continue
-        dump = Path(str(cfg.dumps[lang]))
-        partial = data.truncated_pages(lang)
-        try:
-            with atomic_dir(final) as tmp:
-                try:
-                    extract_dump(dump, lang, tmp, num_workers=_num_workers(cfg),
-                                 allow_truncated=cfg.allow_truncated, progress=cfg.progress)
-                except DumpError:
-                    # Keep the complete pages read so far, out of later stages' way.
-                    shutil.rmtree(partial, ignore_errors=True)
-                    shutil.copytree(tmp, partial)
-                    raise
-        except DumpError as e:
-            raise PreprocessError(
-                f"{e} — the pages read before it are kept in {partial}; "
-                "fix the file, or rerun with allow_truncated=true to use what can be read"
-            ) from None
+        jobs.append(ExtractJob(Path(str(cfg.dumps[lang])), lang, partial_dir(final, fresh=cfg.overwrite),
+                               index=indexes.get(lang)))
+
+    def on_done(job: ExtractJob, stats: dict, error) -> None:
+        partial = data.truncated_pages(job.lang)
         shutil.rmtree(partial, ignore_errors=True)
+        if error is not None and not cfg.allow_truncated:
+            # Keep the complete pages read so far, out of later stages' way.
+            shutil.copytree(job.out_dir, partial, ignore=shutil.ignore_patterns(RECORD))
+            return
+        publish_dir(job.out_dir, data.pages(job.lang))
+
+    try:
+        extract_dumps(jobs, num_workers=_num_workers(cfg), allow_truncated=cfg.allow_truncated,
+                      progress=cfg.progress, on_done=on_done)
+    except DumpError as e:
+        lang = next(job.lang for job in jobs if Path(job.dump) == e.path)
+        raise PreprocessError(
+            f"{e} — the pages read before it are kept in {data.truncated_pages(lang)}; "
+            "fix the file, or rerun with allow_truncated=true to use what can be read"
+        ) from None
 
 
 def run_interwiki(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
@@ -160,29 +233,30 @@ def run_entity_vocab(cfg: PreprocessConfig, out: Path, languages: list[str]) -> 
                 per_language_size=cfg.entity_vocab.per_language_size,
                 progress=cfg.progress, num_workers=_num_workers(cfg),
             )
+            if stats["entities"] <= len(SPECIAL_ENTITIES):  # then nothing is written
+                raise PreprocessError(
+                    f"the entity vocabulary would hold no entities: all {stats['candidates']} linked "
+                    f"titles are linked in fewer than entity_vocab.min_num_languages="
+                    f"{cfg.entity_vocab.min_num_languages} languages; give wikidata=PATH to match "
+                    "titles across languages, or lower entity_vocab.min_num_languages")
     except (WikidataError, FileNotFoundError) as e:
         raise PreprocessError(str(e)) from None
     with atomic_file(data.entity_vocab_stats) as tmp:
         tmp.write_text(json.dumps(stats, indent=1, ensure_ascii=False))
 
 
-def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
-    from .dataset import build_dataset, load_tokenizer, write_metadata
+def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str], tokenizer=None) -> None:
+    from .dataset import build_dataset, write_metadata
     from .entity_vocab import EntityVocab
 
     data = DataDir(out)
     vocab_path = data.entity_vocab
     if not vocab_path.exists():
         raise PreprocessError(f"the dataset stage needs {vocab_path}: run the entity_vocab stage")
+    if tokenizer is None:
+        tokenizer = load_tokenizer_or_fail(cfg.tokenizer)
+    _vocab_has_entities(vocab_path)
     entity_vocab = EntityVocab.load(vocab_path)
-    try:  # a wrong name or path is a one-line error, not a transformers traceback
-        tokenizer = load_tokenizer(cfg.tokenizer)
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise PreprocessError(
-            f"tokenizer={cfg.tokenizer} cannot be used: {first} "
-            "(give an XLM-R hub name such as xlm-roberta-base, or a local tokenizer directory)"
-        ) from None
     root = data.dataset_root
 
     def drop_stale(new: DatasetMetadata) -> None:
@@ -205,6 +279,7 @@ def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
         final = data.dataset(lang)
         if _done(final, cfg):
             continue
+        work = partial_dir(final, fresh=cfg.overwrite)  # progress, kept if the run is killed
         try:
             with atomic_dir(final) as tmp:
                 stats = build_dataset(
@@ -214,11 +289,12 @@ def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str]) -> None:
                     max_mention_length=cfg.dataset.max_mention_length,
                     min_sentence_length=cfg.dataset.min_sentence_length,
                     keep_unknown_entities=cfg.dataset.keep_unknown_entities,
-                    num_workers=_num_workers(cfg), progress=cfg.progress,
+                    num_workers=_num_workers(cfg), progress=cfg.progress, work_dir=work,
                 )
                 (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
         except FileNotFoundError as e:  # the extract stage's output is missing
             raise PreprocessError(str(e)) from None
+        shutil.rmtree(work, ignore_errors=True)
 
 
 STAGE_FUNCTIONS = {
@@ -279,14 +355,75 @@ def format_summary(stats: dict) -> str:
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows)
 
 
+class _Beside:
+    """A stage run in a process of its own, beside the stages that follow in this one."""
+
+    def __init__(self, stage, cfg: PreprocessConfig, out: Path, languages: list[str]):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.errors = ctx.SimpleQueue()
+        self.out = out
+        self.process = ctx.Process(target=_run_beside, args=(stage, cfg, out, languages, self.errors),
+                                   name=stage.__name__, daemon=True)
+        self.process.start()
+
+    def join(self) -> None:
+        self.process.join()
+        error = (self.errors.get() if not self.errors.empty() else
+                 f"{self.process.name} (run beside the extraction) exited with {self.process.exitcode}")
+        if error:
+            raise PreprocessError(error)
+
+    def stop(self) -> None:
+        """End it (the run failed elsewhere); its unfinished output is removed."""
+        self.process.terminate()
+        self.process.join()
+        for tmp in self.out.glob(f".tmp-*-{self.process.pid}"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_beside(stage, cfg, out, languages, errors) -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(processName)s] %(message)s")
+    cfg.progress = False  # one progress bar on the terminal: the main process's
+    try:
+        stage(cfg, out, languages)
+        errors.put("")
+    except PreprocessError as e:
+        errors.put(str(e))
+    except BaseException as e:  # reported by the main process, which stops the run
+        errors.put(f"{stage.__name__} failed: {type(e).__name__}: {e}")
+        raise
+
+
 def run_pipeline(cfg: PreprocessConfig) -> dict:
     languages = validate(cfg)
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    for stage in STAGES:
-        if stage in cfg.stages:
+    # Loaded before extraction: an unusable tokenizer is found in seconds, not after hours.
+    tokenizer = load_tokenizer_or_fail(cfg.tokenizer) if "dataset" in cfg.stages else None
+    vocab = DataDir(out).entity_vocab
+    if tokenizer is not None and vocab.exists() and not ("entity_vocab" in cfg.stages and cfg.overwrite):
+        _vocab_has_entities(vocab)
+    # The Wikidata dump does not depend on the Wikipedia dumps: read it beside the extraction.
+    beside = None
+    if {"extract", "interwiki"} <= set(cfg.stages) and cfg.wikidata and not _done(DataDir(out).interwiki, cfg):
+        beside = _Beside(run_interwiki, cfg, out, languages)
+    try:
+        for stage in STAGES:
+            if stage not in cfg.stages:
+                continue
             log.info("stage %s", stage)
-            STAGE_FUNCTIONS[stage](cfg, out, languages)
+            if stage == "dataset":
+                run_dataset(cfg, out, languages, tokenizer=tokenizer)
+            elif stage == "interwiki" and beside is not None:
+                beside.join()
+                beside = None
+            else:
+                STAGE_FUNCTIONS[stage](cfg, out, languages)
+    finally:
+        if beside is not None:
+            beside.stop()
     stats = collect_stats(out, languages)
     with atomic_file(DataDir(out).stats) as tmp:
         tmp.write_text(json.dumps(stats, indent=1, ensure_ascii=False))

@@ -176,3 +176,19 @@ def test_lexemes_properties_urls_badges_and_crlf(tmp_path):
     stats = build_interwiki(path, ["en", "ja"], tmp_path, progress=False)
     assert _tsv(tmp_path / "en.tsv") == ["Foo\tQ1"] and _tsv(tmp_path / "ja.tsv") == ["フー\tQ1"]
     assert stats["items"] == 1 and stats["malformed"] == 0 and stats["complete"]
+
+
+def test_external_gzip(tmp_path, wikidata_sample, monkeypatch):
+    # igzip/pigz decompress faster than Python's zlib; plain gzip takes the same path here.
+    monkeypatch.setattr("preprocessing.interwiki.PARALLEL_GZIP", ("gzip",))
+    src = tmp_path / "latest-all.json.gz"
+    src.write_bytes(gzip.compress(wikidata_sample.read_bytes()))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert build_interwiki(src, ["en"], out, progress=False)["complete"]
+    assert _tsv(out / "en.tsv") == EN
+    lines = [line.rstrip(",") for line in wikidata_sample.read_text(encoding="utf-8").splitlines()]
+    data = gzip.compress(("[\n" + ",\n".join(lines[1:-1] * 150) + "\n]\n").encode())
+    src.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WikidataError, match=r"truncated or corrupt compressed data after line [1-9]\d* \(gzip: "):
+        build_interwiki(src, ["en"], out, progress=False)

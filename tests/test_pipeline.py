@@ -199,3 +199,83 @@ def test_tokenizer_changed_in_place_rebuilds_the_datasets(tmp_path, preprocessed
     assert after.tokenizer_vocab_size == before.tokenizer_vocab_size
     assert after.tokenizer_sha256 == sha256_file(out / "tokenizer" / "tokenizer.json") != before.tokenizer_sha256
     assert datasets.load_from_disk(str(out / "dataset" / lang))["word_ids"] != old_ids
+
+
+# ---------------------------------------------------------------- checked before any work
+def _cfg(out, dumps, **kwargs):
+    from preprocessing.config import PreprocessConfig
+
+    cfg = PreprocessConfig(out_dir=str(out), dumps={k: str(v) for k, v in dumps.items()},
+                           num_workers=1, progress=False)
+    for key, value in kwargs.items():
+        target, _, name = key.rpartition("__")
+        setattr(getattr(cfg, target) if target else cfg, name, value)
+    return cfg
+
+
+def _fails(cfg) -> str:
+    from preprocessing.pipeline import PreprocessError, run_pipeline
+
+    with pytest.raises(PreprocessError) as info:
+        run_pipeline(cfg)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_unusable_hub_tokenizer_stops_before_extraction(tmp_path, fixture_dumps, wikidata_sample):
+    message = _fails(_cfg(tmp_path, fixture_dumps, wikidata=str(wikidata_sample),
+                          tokenizer="no-such-org/no-such-tokenizer"))
+    assert message.startswith("tokenizer=no-such-org/no-such-tokenizer cannot be used:")
+    assert "local cache" in message
+    assert not (tmp_path / "pages").exists()
+
+
+def test_vocabulary_that_cannot_hold_entities_stops_before_extraction(tmp_path, fixture_dumps,
+                                                                      tiny_tokenizer, wikidata_sample):
+    message = _fails(_cfg(tmp_path, fixture_dumps, tokenizer=str(tiny_tokenizer)))
+    assert "entity_vocab.min_num_languages=3" in message and "wikidata=PATH" in message
+    assert "entity_vocab.min_num_languages=1" in message
+    two = {k: fixture_dumps[k] for k in ("en", "ja")}
+    message = _fails(_cfg(tmp_path, two, tokenizer=str(tiny_tokenizer), wikidata=str(wikidata_sample)))
+    assert message == ("entity_vocab.min_num_languages=3 but only 2 language(s) in dumps: no entity "
+                       "can qualify; set entity_vocab.min_num_languages=2 or lower")
+    assert not (tmp_path / "pages").exists()
+
+
+def test_empty_vocabulary_is_an_error_not_zero_examples(tmp_path, fixture_dumps, tiny_tokenizer):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[\n]\n")  # a Wikidata dump without sitelinks: no title is shared
+    two = {k: fixture_dumps[k] for k in ("en", "ja")}
+    cfg = _cfg(tmp_path, two, tokenizer=str(tiny_tokenizer), wikidata=str(empty),
+               entity_vocab__min_num_languages=2)
+    message = _fails(cfg)
+    assert message.startswith("the entity vocabulary would hold no entities: all ")
+    assert "lower entity_vocab.min_num_languages" in message
+    assert not (tmp_path / "entity_vocab.jsonl").exists() and not (tmp_path / "dataset").exists()
+    assert (tmp_path / "pages" / "en" / "pages.jsonl").exists()  # finished work is kept
+
+    specials = ("[PAD]", "[UNK]", "[MASK]")  # one written elsewhere: the dataset stage refuses it
+    (tmp_path / "entity_vocab.jsonl").write_text("".join(
+        json.dumps({"id": i, "entities": [[name, "en"]], "count": 0}) + "\n" for i, name in enumerate(specials)))
+    message = _fails(_cfg(tmp_path, two, tokenizer=str(tiny_tokenizer), stages=["dataset"]))
+    assert message.startswith(f"{tmp_path / 'entity_vocab.jsonl'} holds no entities")
+
+
+def test_index_settings_are_checked(tmp_path, fixture_dumps):
+    message = _fails(_cfg(tmp_path, fixture_dumps, stages=["extract"], indexes={"xx": "a.txt.bz2"}))
+    assert message == "indexes has 'xx', which is not a key of dumps"
+    message = _fails(_cfg(tmp_path, fixture_dumps, stages=["extract"], indexes={"en": str(tmp_path / "no")}))
+    assert message == f"multistream index for 'en' not found: {tmp_path / 'no'}"
+
+
+def test_wikidata_is_read_beside_the_extraction_and_its_errors_stop_the_run(tmp_path, fixture_dumps,
+                                                                            wikidata_sample):
+    data = gzip.compress(wikidata_sample.read_bytes() * 40)
+    broken = tmp_path / "latest-all.json.gz"
+    broken.write_bytes(data[: len(data) // 2])
+    two = {k: fixture_dumps[k] for k in ("en", "ja")}
+    cfg = _cfg(tmp_path / "out", two, wikidata=str(broken), stages=["extract", "interwiki"])
+    message = _fails(cfg)
+    assert message.startswith(f"{broken}: truncated or corrupt compressed data after line")
+    assert (tmp_path / "out" / "pages" / "ja" / "pages.jsonl").exists()  # extraction went on
+    assert not list((tmp_path / "out").glob(".tmp-*")) and not (tmp_path / "out" / "interwiki").exists()
