@@ -46,7 +46,7 @@ def features():
 # Per language, in this order; `skipped` is {reason: count} from both stages.
 EXTRACT_STAT_KEYS = ("pages", "redirects", "disambiguation", "paragraphs", "links")
 DATASET_STAT_KEYS = ("pages", "paragraphs", "sentences", "links", "links_in_vocab", "examples",
-                     "tokens", "entities")
+                     "tokens", "entities", "truncated_mentions")
 STAT_KEYS = ("pages", "redirects", "disambiguation", "skipped", "paragraphs", "sentences", "links",
              "links_in_vocab", "examples", "tokens", "entities")
 # What found each disambiguation page: the first three in the wikitext (extract stage), the last
@@ -133,10 +133,16 @@ class DatasetLimits:
 
     max_seq_length: int = 512  # tokens per example, <s> and </s> included
     max_entity_length: int = 128  # entities per example
-    max_mention_length: int = 30  # tokens per mention; longer mentions are dropped
+    max_mention_length: int = 30  # tokens per mention (see long_mentions)
     min_sentence_length: int = 5  # shorter sentences are dropped
     # Keep links whose entity is outside the vocabulary as [UNK] instead of dropping them.
     keep_unknown_entities: bool = False
+    # A mention longer than max_mention_length: truncate (keep its first tokens, as the reference and
+    # MLukeTokenizer do) or drop (its link is not used).
+    long_mentions: str = "truncate"
+    # A sentence whose entities would take an example past max_entity_length: split (close the example
+    # before it; no link is lost) or truncate (the reference: keep the example's first entities).
+    entity_overflow: str = "split"
 
 
 @dataclass

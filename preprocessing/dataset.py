@@ -4,11 +4,12 @@ Per page, as the reference (studio-ousia/luke `WikipediaPretrainingDataset._proc
 paragraphs → ICU sentences → tokens, links → entity ids (redirects resolved) and token spans;
 sentences shorter than `min_sentence_length` or longer than `max_seq_length - 2` tokens are
 skipped; consecutive sentences of a page are packed into examples of at most
-`max_seq_length` tokens including `<s>` and `</s>`; examples without entities are dropped.
-Unlike the reference, an example is also closed before it would exceed `max_entity_length`
-entities (the reference cuts the surplus), so entities are lost only when one sentence alone
-holds more; and a link that crosses an ICU sentence boundary merges the two sentences instead
-of being dropped.
+`max_seq_length` tokens including `<s>` and `</s>`; examples without entities are dropped; a
+mention longer than `max_mention_length` keeps its first tokens (`long_mentions="drop"` drops it).
+Unlike the reference, by default (`entity_overflow="split"`) an example is also closed before it
+would exceed `max_entity_length` entities (the reference, `"truncate"`, cuts the surplus), so
+entities are lost only when one sentence alone holds more; and a link that crosses an ICU sentence
+boundary merges the two sentences instead of being dropped.
 
 Mentions and tokens. Each sentence is tokenized whole, in one batched call for many pages, so
 the text is tokenized as the model will see it. A mention is the run of tokens whose offsets lie
@@ -94,7 +95,7 @@ class PageProcessor:
 
     def __init__(self, lang, entity_vocab, redirects, tokenizer, max_seq_length, max_entity_length,
                  max_mention_length, min_sentence_length, keep_unknown_entities, source="pages.jsonl",
-                 fast_tokenizer=True):
+                 fast_tokenizer=True, long_mentions="truncate", entity_overflow="split"):
         from tokenizers import Tokenizer
 
         self.lang = lang
@@ -111,6 +112,7 @@ class PageProcessor:
         self.max_mention_length = max_mention_length
         self.min_sentence_length = min_sentence_length
         self.keep_unknown_entities = keep_unknown_entities
+        self.long_mentions, self.entity_overflow = long_mentions, entity_overflow
         self.source = source
         self.errors_logged = 0
         # Does a word's "▁" carry the offsets of the space it replaced? (see the module docstring)
@@ -256,8 +258,11 @@ class PageProcessor:
                 end = bisect.bisect_left(starts, b, lo=first)
                 if first == end or ends[end - 1] > b:
                     stats["skipped.unaligned_mention"] += 1  # e.g. only characters the normalizer drops
-                elif end - first > self.max_mention_length:
+                elif end - first > self.max_mention_length and self.long_mentions == "drop":
                     stats["skipped.long_mention"] += 1
+                elif end - first > self.max_mention_length:  # its first tokens, as the reference keeps
+                    stats["truncated_mentions"] += 1
+                    mentions.append((first, first + self.max_mention_length, entity_id))
                 else:
                     mentions.append((first, end, entity_id))
         if len(ids) < self.min_sentence_length:
@@ -273,8 +278,8 @@ class PageProcessor:
         """Consecutive sentences of one page → examples within the token and entity limits."""
         examples, words, mentions = [], [], []
         for ids, sentence_mentions in sentences:
-            if words and (len(words) + len(ids) > self.max_num_tokens
-                          or len(mentions) + len(sentence_mentions) > self.max_entity_length):
+            too_many = len(mentions) + len(sentence_mentions) > self.max_entity_length
+            if words and (len(words) + len(ids) > self.max_num_tokens or (too_many and self.entity_overflow == "split")):
                 self._emit(page_id, words, mentions, stats, examples)
                 words, mentions = [], []
             mentions += [(s + len(words), t + len(words), e) for s, t, e in sentence_mentions]
@@ -287,7 +292,7 @@ class PageProcessor:
         if not mentions:
             stats["skipped.example_without_entities"] += 1
             return
-        if len(mentions) > self.max_entity_length:  # one sentence alone holds too many
+        if len(mentions) > self.max_entity_length:  # (with split: one sentence alone holds too many)
             stats["skipped.entity_overflow"] += len(mentions) - self.max_entity_length
             mentions = mentions[: self.max_entity_length]
         stats["examples"] += 1
@@ -418,7 +423,8 @@ _ARROW_END = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # end of an Arrow IPC stream
 def _progress_key(pages_file: Path, lang: str, processor: PageProcessor, tokenizer, entity_vocab) -> dict:
     stat = pages_file.stat()
     limits = [processor.max_num_tokens, processor.max_entity_length, processor.max_mention_length,
-              processor.min_sentence_length, processor.keep_unknown_entities]
+              processor.min_sentence_length, processor.keep_unknown_entities, processor.long_mentions,
+              processor.entity_overflow]
     tokenizer_hash = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
     return {"pages": str(pages_file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
             "lang": lang, "limits": limits, "tokenizer": tokenizer_hash,
@@ -428,7 +434,7 @@ def _progress_key(pages_file: Path, lang: str, processor: PageProcessor, tokeniz
 def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_length=512,
                   max_entity_length=128, max_mention_length=30, min_sentence_length=5,
                   keep_unknown_entities=False, num_workers=1, progress=True, work_dir=None,
-                  fast_tokenizer=True) -> dict:
+                  fast_tokenizer=True, long_mentions="truncate", entity_overflow="split") -> dict:
     """Build `out_dir` (datasets.save_to_disk) from `pages_dir`; returns the stage's stats.
 
     Pages are processed in file order by `num_workers` processes; the output does not depend
@@ -454,7 +460,8 @@ def build_dataset(pages_dir, lang, entity_vocab, tokenizer, out_dir, max_seq_len
     processor = PageProcessor(
         lang, entity_vocab, Redirects.load(redirects_file), tokenizer, max_seq_length,
         max_entity_length, max_mention_length, min_sentence_length, keep_unknown_entities,
-        source=str(pages_file), fast_tokenizer=fast_tokenizer,
+        source=str(pages_file), fast_tokenizer=fast_tokenizer, long_mentions=long_mentions,
+        entity_overflow=entity_overflow,
     )
     total = None
     if (pages_dir / "stats.json").is_file():

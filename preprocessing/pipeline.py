@@ -10,6 +10,7 @@ tokenizer is loaded before extraction starts).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -57,6 +58,10 @@ def validate(cfg: PreprocessConfig) -> list[str]:
     bad = [s for s in cfg.stages if s not in STAGES]
     if bad:
         raise PreprocessError(f"unknown stage(s) {bad}; stages are {list(STAGES)}")
+    for key, choices in (("long_mentions", ("truncate", "drop")), ("entity_overflow", ("split", "truncate"))):
+        if getattr(cfg.dataset, key) not in choices:
+            raise PreprocessError(f"dataset.{key} must be one of {', '.join(choices)}, got "
+                                  f"{getattr(cfg.dataset, key)!r}")
     out = Path(cfg.out_dir)
     if "extract" in cfg.stages:
         for lang in languages:
@@ -282,15 +287,9 @@ def run_dataset(cfg: PreprocessConfig, out: Path, languages: list[str], tokenize
         work = partial_dir(final, fresh=cfg.overwrite)  # progress, kept if the run is killed
         try:
             with atomic_dir(final) as tmp:
-                stats = build_dataset(
-                    data.pages(lang), lang, entity_vocab, tokenizer, tmp,
-                    max_seq_length=cfg.dataset.max_seq_length,
-                    max_entity_length=cfg.dataset.max_entity_length,
-                    max_mention_length=cfg.dataset.max_mention_length,
-                    min_sentence_length=cfg.dataset.min_sentence_length,
-                    keep_unknown_entities=cfg.dataset.keep_unknown_entities,
-                    num_workers=_num_workers(cfg), progress=cfg.progress, work_dir=work,
-                )
+                stats = build_dataset(data.pages(lang), lang, entity_vocab, tokenizer, tmp,
+                                      **dataclasses.asdict(cfg.dataset), num_workers=_num_workers(cfg),
+                                      progress=cfg.progress, work_dir=work)
                 (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
         except FileNotFoundError as e:  # the extract stage's output is missing
             raise PreprocessError(str(e)) from None

@@ -173,6 +173,10 @@ def test_packing_respects_entity_limit(tmp_path, tokenizer, vocab):
     ds, stats = build(tmp_path, "en", [page(7, berlin_paragraph(2))], tokenizer, vocab, max_entity_length=1)
     assert [ex["entity_ids"] for ex in ds] == [[3], [3]]  # one sentence alone holds 2: cut
     assert stats["skipped"] == {"entity_overflow": 2}
+    # The reference packs by tokens only and keeps an example's first entities.
+    ds, stats = build(tmp_path, "en", [page(7, berlin_paragraph(5))], tokenizer, vocab, max_entity_length=3,
+                      entity_overflow="truncate")
+    assert [ex["entity_ids"] for ex in ds] == [[3, 4, 3]] and stats["skipped"] == {"entity_overflow": 7}
 
 
 def test_mention_and_sentence_length_limits(tmp_path, tokenizer, vocab):
@@ -181,8 +185,15 @@ def test_mention_and_sentence_length_limits(tmp_path, tokenizer, vocab):
     pages = [page(1, (text, [link(text, "United States of America", "United States")]))]
     ds, stats = build(tmp_path, "en", pages, tokenizer, vocab, max_mention_length=usa)
     assert mentions(ds, tokenizer) == [("United States of America", 5)]
-    ds, stats = build(tmp_path, "en", pages, tokenizer, vocab, max_mention_length=usa - 1)
+    ds, stats = build(tmp_path, "en", pages, tokenizer, vocab, max_mention_length=usa - 1, long_mentions="drop")
     assert len(ds) == 0 and stats["skipped"] == {"long_mention": 1, "example_without_entities": 1}
+    # By default a long mention keeps its first tokens, as the reference (and MLukeTokenizer) do.
+    ds, stats = build(tmp_path, "en", pages, tokenizer, vocab, max_mention_length=usa - 1)
+    (start, end), = ds[0]["entity_spans"]
+    assert end - start == usa - 1 and ds[0]["entity_ids"] == [5]
+    assert ds[0]["word_ids"][start:end] == tokenizer("United States of America", add_special_tokens=False)[
+        "input_ids"][:usa - 1]
+    assert stats["truncated_mentions"] == 1 and stats["skipped"] == {}
 
     length = n_tokens(tokenizer, SENTENCE)
     pages = [page(1, berlin_paragraph(2))]
