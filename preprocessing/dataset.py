@@ -51,7 +51,6 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 from .contract import DATASET_STAT_KEYS, DataDir, DatasetLimits, DatasetMetadata, features, sha256_file

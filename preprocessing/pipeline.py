@@ -18,8 +18,15 @@ import shutil
 from pathlib import Path
 
 from .config import STAGES, WIKIPEDIA_CODE, PreprocessConfig
-from .contract import (DISAMBIGUATION_SIGNALS, DISAMBIGUATION_SIGNALS_KEY, SPECIAL_ENTITIES, STAT_KEYS,
-                       DataDir, DatasetMetadata, MetadataError)
+from .contract import (
+    DISAMBIGUATION_SIGNALS,
+    DISAMBIGUATION_SIGNALS_KEY,
+    SPECIAL_ENTITIES,
+    STAT_KEYS,
+    DataDir,
+    DatasetMetadata,
+    MetadataError,
+)
 from .fsutil import atomic_dir, atomic_file, partial_dir, publish_dir
 
 log = logging.getLogger(__name__)

@@ -124,7 +124,7 @@ class SentencePieceEncoder:
     def encode(self, texts, with_offsets):
         """[(ids, starts, ends)] as PageProcessor.encode_with_tokenizers gives them."""
         results, rest = [], []
-        pieces, ids = self.pieces.__getitem__, self.ids.__getitem__
+        ids = self.ids.__getitem__
         encoded = self.sp.encode(list(texts))
         tied = self._ties(encoded)
         for i, (text, piece_ids, wanted) in enumerate(zip(texts, encoded, with_offsets)):

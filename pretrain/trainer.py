@@ -23,8 +23,20 @@ from . import checkpoint
 from .config import PretrainConfig, derive, validate
 from .data import PretrainingData, TrainLoader, check_fits, check_same_tokenizer, eval_batches
 from .distributed import all_reduce, barrier, init_distributed, requeue_slurm_job
-from .metrics import (HEADS, MetricsLogger, RunningSums, Timer, batch_flops, git_commit, head_names, head_sums, mfu,
-                      peak_flops, setup_logging, token_counts)
+from .metrics import (
+    HEADS,
+    MetricsLogger,
+    RunningSums,
+    Timer,
+    batch_flops,
+    git_commit,
+    head_names,
+    head_sums,
+    mfu,
+    peak_flops,
+    setup_logging,
+    token_counts,
+)
 from .optim import apply_stage, make_optimizer, warmup_decay
 from .weights import EXPORT, checkpoint_config, init_from_xlmr, load_model, resolve_source
 

@@ -12,7 +12,6 @@ import datasets
 import pytest
 
 from preprocessing.dataset import PageProcessor, build_dataset, load_tokenizer
-from preprocessing.entity_vocab import EntityVocab
 from preprocessing.spm_encoder import PROBE_TEXTS, SentencePieceEncoder, _root_keys
 from pretrain.standin import SPM_FILE, build_standin_tokenizer, dump_texts
 
