@@ -208,7 +208,7 @@ def check(a) -> None:
     from transformers import LukeConfig, LukeForMaskedLM
 
     from pretrain.masking import MaskingCollator, hf_inputs
-    from pretrain.model import MLukeForPretraining
+    from pretrain.model import MLukeForPretraining, no_dropout
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     device = torch.device(a.device)
@@ -283,17 +283,6 @@ def check(a) -> None:
             exact = dtype == torch.float32
             assert abs(unpadded - padded) < (1e-5 if exact else 0.02) and cosine > (1 - 1e-6 if exact else 0.99)
     print("check passed")
-
-
-def no_dropout(model):
-    import torch
-
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    for layer in model.luke.encoder.layer:
-        layer.attention.self.dropout_p = 0.0
-    return model
 
 
 def main():

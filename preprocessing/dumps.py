@@ -12,6 +12,7 @@ parallel, and parses each chunk's pages with `fragment_pages` (the same page par
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import io
 import zlib
@@ -91,9 +92,15 @@ class DumpReader:
         return dump_error(self.path, what, self.last_page)
 
     def __iter__(self) -> Iterator[Page]:
+        with self._reading() as raw:
+            yield from self._pages(raw)
+
+    @contextlib.contextmanager
+    def _reading(self):
+        """The opened dump; what goes wrong while reading it becomes a DumpError naming the file."""
         raw = open_dump(self.path)
         try:
-            yield from self._pages(raw)
+            yield raw
         except ParseError as e:
             raise self._fail(f"malformed or incomplete XML: {e}") from None
         except (EOFError, OSError, zlib.error) as e:
@@ -169,21 +176,13 @@ def fragment_pages(fragment: bytes, path: Path | str) -> tuple[list[Page], str |
 def read_siteinfo(path: Path | str) -> dict[int, str]:
     """{key: name} of the namespaces in the dump's <siteinfo> (read from its start only)."""
     reader = DumpReader(path)
-    raw = open_dump(reader.path)
-    try:
-        events = iterparse(_Read1(raw), events=("start", "end"))
-        for event, elem in events:
+    with reader._reading() as raw:
+        for event, elem in iterparse(_Read1(raw), events=("start", "end")):
             tag = _local(elem.tag)
             if event == "end" and tag == "namespace":
                 reader.namespaces[int(elem.get("key", 0))] = elem.text or ""
             elif tag == "siteinfo" and event == "end" or tag == "page":
                 break
-    except ParseError as e:
-        raise reader._fail(f"malformed or incomplete XML: {e}") from None
-    except (EOFError, OSError, zlib.error) as e:
-        raise reader._fail(f"truncated or corrupt compressed data: {e}") from None
-    finally:
-        raw.close()
     return reader.namespaces
 
 

@@ -507,3 +507,13 @@ class MLukeForPretraining(nn.Module):
                     if p.dim() == 2 and p.size(0) > 1:
                         params.pop(id(p), None)
         return sum(p.numel() for p in params.values())
+
+
+def no_dropout(model: MLukeForPretraining) -> MLukeForPretraining:
+    """Dropout off everywhere, for comparing two computations of one training step (tests, benchmarks)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    for layer in model.luke.encoder.layer:
+        layer.attention.self.dropout_p = 0.0
+    return model

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from transformers import LukeConfig, LukeForMaskedLM
 
 from pretrain.masking import MaskingCollator, hf_inputs
-from pretrain.model import MLukeForPretraining
+from pretrain.model import MLukeForPretraining, no_dropout
 
 VOCAB, ENTITIES, MASK_ID = 120, 60, 119
 
@@ -160,12 +160,7 @@ def test_gradients_match_hf_and_checkpointing(monkeypatch):
     config.gradient_checkpointing = True
     ckpt = MLukeForPretraining(config).eval()
     ckpt.load_state_dict(ours.state_dict())
-    ckpt.train()  # checkpointing only in training; dropout off to compare
-    for m in ckpt.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    for layer in ckpt.luke.encoder.layer:
-        layer.attention.self.dropout_p = 0.0
+    no_dropout(ckpt).train()  # checkpointing only in training; dropout off to compare
     ckpt(batch).loss.backward()
     assert len(calls) == config.num_hidden_layers  # one checkpointed call per layer
     grads = dict(ours.named_parameters())
@@ -236,15 +231,6 @@ def test_padded_vocabulary_path_is_exact(monkeypatch):
 
 # ---------------------------------------------------------------- fused heads, unpadded layout, entity-free
 # batches, host synchronization
-
-
-def no_dropout(model):
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    for layer in model.luke.encoder.layer:
-        layer.attention.self.dropout_p = 0.0
-    return model
 
 
 def step(model, batch):
