@@ -350,8 +350,13 @@ def _executor(num_workers: int):
     # forkserver: workers do not inherit the caller's threads and locks (fork) and start faster
     # than with spawn. A worker that dies (e.g. killed for memory) fails the run with
     # BrokenProcessPool instead of hanging, as multiprocessing.Pool would.
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context(method),
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        # Imported once in the server, not once per worker (wikitext's tables take ~1 CPU-s).
+        context.set_forkserver_preload([__name__])
+    else:
+        context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(num_workers, mp_context=context,
                                initializer=exit_with, initargs=(os.getpid(),))
 
 
@@ -412,9 +417,11 @@ def extract_dumps(jobs: list[ExtractJob], num_workers: int = 1, allow_truncated:
                         submitted += 1
                 if not submitted:
                     break
-            futures = [f for lang in active for _, f in lang.pending]
-            if futures:
-                wait(futures, return_when=FIRST_COMPLETED)
+            # Only a language's oldest task can be written next: waiting on any other would
+            # return at once while it stays done and unwritten (a busy loop stealing a core).
+            heads = [lang.pending[0][1] for lang in active if lang.pending]
+            if heads:
+                wait(heads, return_when=FIRST_COMPLETED)
             for lang in active:
                 while lang.pending and lang.pending[0][1].done():
                     nbytes, future = lang.pending.popleft()

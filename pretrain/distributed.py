@@ -1,13 +1,17 @@
-"""Process-group setup and the few collectives the trainer uses, under the deepspeed launcher,
+"""Process-group setup, the few collectives the trainer uses and its preemption signals, under the deepspeed launcher,
 torchrun or plain `python` (a world of one)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import socket
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger("pretrain")
 
 
 class DistributedError(Exception):
@@ -77,3 +81,26 @@ def requeue_slurm_job() -> str | None:
     if done.returncode:
         return f"could not requeue SLURM job {job}: {(done.stderr or done.stdout).strip()}"
     return f"requeued SLURM job {job}: it resumes from this checkpoint"
+
+
+class Preemption:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints at the next step boundary and exits 0.
+    Repeated SIGTERMs are expected (SLURM signals every process and launchers forward it again);
+    only a second Ctrl-C (SIGINT) stops at once."""
+
+    def __init__(self):
+        self.flag = False
+        self.interrupts = 0
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, frame):
+        self.interrupts += signum == signal.SIGINT
+        if self.interrupts >= 2:
+            raise KeyboardInterrupt("second SIGINT")
+        if not self.flag:
+            log.warning(f"received signal {signum}: will checkpoint at the end of this step and exit")
+        self.flag = True
+
+    def restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

@@ -254,3 +254,39 @@ def mfu(flops: float, seconds: float, peak: float | None, world_size: int = 1) -
     if not peak or seconds <= 0:
         return None
     return flops / seconds / (peak * world_size)
+
+
+# ---------------------------------------------------------------- records
+
+
+def train_record(s: dict[str, float], step: int, languages, world_size: int, peak: float | None) -> dict:
+    """A training log record from the reduced running sums of the trainer (see Trainer.sums)."""
+    rec = {"step": step, "train/loss": s["loss"] / max(s["micro_batches"], 1)}
+    rec.update({f"train/loss_{h}": s[f"{h}_loss"] / max(s[f"{h}_count"], 1) for h in HEADS})
+    rec.update({f"train/acc_{h}": s[f"{h}_correct"] / max(s[f"{h}_count"], 1) for h in HEADS})
+    rec.update({f"train/{lang}/loss_{h}": s[f"{lang}/{h}_loss"] / s[f"{lang}/{h}_count"]
+                for lang in languages for h in HEADS if s[f"{lang}/{h}_count"]})
+    wall = s["seconds"] / world_size  # mean wall time of the ranks
+    rec["throughput/tokens_per_s"] = (s["words"] + s["entities"]) / wall
+    rec["throughput/word_tokens_per_s"] = s["words"] / wall
+    rec["throughput/data_wait_pct"] = 100.0 * s["data_seconds"] / s["seconds"]
+    rec["throughput/padded_per_real_token"] = s["padded"] / max(s["words"] + s["entities"], 1)
+    utilization = mfu(s["flops"], wall, peak, world_size)
+    if utilization is not None:
+        rec["throughput/mfu"] = utilization
+    return rec
+
+
+def eval_record(s: dict[str, float], step: int, languages) -> dict:
+    """An evaluation record: masked word and entity loss and accuracy per language, and accuracy overall."""
+    rec = {"step": step}
+    for lang in languages:
+        for h in HEADS:
+            if s[f"{lang}/{h}_count"]:
+                rec[f"eval/{lang}/loss_{h}"] = s[f"{lang}/{h}_loss"] / s[f"{lang}/{h}_count"]
+                rec[f"eval/{lang}/acc_{h}"] = s[f"{lang}/{h}_correct"] / s[f"{lang}/{h}_count"]
+    for h in HEADS:
+        count = sum(s[f"{lang}/{h}_count"] for lang in languages)
+        if count:
+            rec[f"eval/acc_{h}"] = sum(s[f"{lang}/{h}_correct"] for lang in languages) / count
+    return rec

@@ -3,15 +3,14 @@
 `run(cfg)` is everything `launch/pretrain.py` does after Hydra has built the config: `Trainer(cfg)` sets
 up (distributed → data → model → engine → loader), `Trainer.run()` loops over `train_step()` (one
 optimizer step; the benchmarks call it too), logs, evaluates and checkpoints on schedule, and exports
-at the end. Checkpoints live in pretrain/checkpoint.py, metrics in pretrain/metrics.py, weights in
-pretrain/weights.py.
+at the end. Checkpoints live in pretrain/checkpoint.py, metrics and log records in pretrain/metrics.py,
+weights in pretrain/weights.py, process groups and preemption signals in pretrain/distributed.py.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,25 +21,27 @@ import torch.distributed as dist
 from . import checkpoint
 from .config import PretrainConfig, derive, validate
 from .data import PretrainingData, TrainLoader, check_fits, check_same_tokenizer, eval_batches
-from .distributed import all_reduce, barrier, init_distributed, requeue_slurm_job
+from .distributed import Preemption, all_reduce, barrier, init_distributed, requeue_slurm_job
 from .metrics import (
     HEADS,
     MetricsLogger,
     RunningSums,
     Timer,
     batch_flops,
+    eval_record,
     git_commit,
     head_names,
     head_sums,
-    mfu,
     peak_flops,
     setup_logging,
     token_counts,
+    train_record,
 )
 from .optim import apply_stage, make_optimizer, warmup_decay
 from .weights import EXPORT, checkpoint_config, init_from_xlmr, load_model, resolve_source
 
 log = logging.getLogger("pretrain")
+
 
 class TrainingError(Exception):
     """The run cannot continue (e.g. repeated non-finite losses); one line for the user."""
@@ -71,29 +72,6 @@ def build_model(cfg: PretrainConfig, data: PretrainingData, resume_from: Path | 
             model = load_model(src, use_entity_aware_attention=cfg.model.use_entity_aware_attention)
     model.gradient_checkpointing = cfg.model.gradient_checkpointing
     return model, source
-
-
-class Preemption:
-    """SIGTERM/SIGINT set a flag; the loop checkpoints at the next step boundary and exits 0.
-    Repeated SIGTERMs are expected (SLURM signals every process and launchers forward it again);
-    only a second Ctrl-C (SIGINT) stops at once."""
-
-    def __init__(self):
-        self.flag = False
-        self.interrupts = 0
-        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def _handle(self, signum, frame):
-        self.interrupts += signum == signal.SIGINT
-        if self.interrupts >= 2:
-            raise KeyboardInterrupt("second SIGINT")
-        if not self.flag:
-            log.warning(f"received signal {signum}: will checkpoint at the end of this step and exit")
-        self.flag = True
-
-    def restore(self):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 # ---------------------------------------------------------------- the trainer
@@ -307,23 +285,11 @@ class Trainer:
         s = self.sums.reduce()  # the one host sync of the metrics
         self.sums.reset()
         self.timer.reset()
-        rec = {"step": self.step, "train/loss": s["loss"] / max(s["micro_batches"], 1)}
-        rec.update({f"train/loss_{h}": s[f"{h}_loss"] / max(s[f"{h}_count"], 1) for h in HEADS})
-        rec.update({f"train/acc_{h}": s[f"{h}_correct"] / max(s[f"{h}_count"], 1) for h in HEADS})
+        rec = train_record(s, self.step, self.data.languages, self.world, self.peak)
         rec.update({"train/lr": self.lr, "train/skipped_steps": self.counters["skipped_steps"]})
         norm = self.engine.get_global_grad_norm()
         if norm is not None:
             rec["train/grad_norm"] = float(norm)
-        rec.update({f"train/{lang}/loss_{h}": s[f"{lang}/{h}_loss"] / s[f"{lang}/{h}_count"]
-                    for lang in self.data.languages for h in HEADS if s[f"{lang}/{h}_count"]})
-        wall = s["seconds"] / self.world  # mean wall time of the ranks
-        rec["throughput/tokens_per_s"] = (s["words"] + s["entities"]) / wall
-        rec["throughput/word_tokens_per_s"] = s["words"] / wall
-        rec["throughput/data_wait_pct"] = 100.0 * s["data_seconds"] / s["seconds"]
-        rec["throughput/padded_per_real_token"] = s["padded"] / max(s["words"] + s["entities"], 1)
-        utilization = mfu(s["flops"], wall, self.peak, self.world)
-        if utilization is not None:
-            rec["throughput/mfu"] = utilization
         if torch.cuda.is_available():
             rec["memory/max_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if logger is not None:
@@ -343,17 +309,7 @@ class Trainer:
             if real:  # (a rank with nothing left repeats a batch: every rank runs the same forwards)
                 sums.add_device(head_sums(out, f"{lang}/"))
         self.engine.train()
-        s = sums.reduce()
-        rec = {"step": self.step}
-        for lang in langs:
-            for h in HEADS:
-                if s[f"{lang}/{h}_count"]:
-                    rec[f"eval/{lang}/loss_{h}"] = s[f"{lang}/{h}_loss"] / s[f"{lang}/{h}_count"]
-                    rec[f"eval/{lang}/acc_{h}"] = s[f"{lang}/{h}_correct"] / s[f"{lang}/{h}_count"]
-        for h in HEADS:
-            count = sum(s[f"{lang}/{h}_count"] for lang in langs)
-            if count:
-                rec[f"eval/acc_{h}"] = sum(s[f"{lang}/{h}_correct"] for lang in langs) / count
+        rec = eval_record(sums.reduce(), self.step, langs)
         if logger is not None:
             logger.log(rec)
         return rec

@@ -207,3 +207,39 @@ def test_all_languages_in_one_pool(tmp_path, monkeypatch):
         assert stats[lang]["pages"] > 0
         for name in FILES:
             assert (tmp_path / "pool" / lang / name).read_bytes() == alone[lang][name], (lang, name)
+
+
+def test_main_process_sleeps_while_the_oldest_task_runs(dumps, tmp_path, monkeypatch):
+    """Later tasks done before the oldest one (which must be written first) must not wake the main
+    process again and again: it waited on every task in flight once, spinning a core meant for a worker
+    until the oldest finished."""
+    import threading
+    from concurrent.futures import Future
+
+    from preprocessing import extract
+
+    class HeadLate:  # a pool whose first task finishes 0.5 s after all the others
+        def __init__(self):
+            self.submitted = 0
+
+        def submit(self, fn, *args):
+            future, result = Future(), fn(*args)
+            self.submitted += 1
+            if self.submitted == 1:
+                threading.Timer(0.5, future.set_result, (result,)).start()
+            else:
+                future.set_result(result)
+            return future
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    pool, calls, real_wait = HeadLate(), [], extract.wait
+    monkeypatch.setattr(extract, "_executor", lambda n: pool)
+    monkeypatch.setattr(extract, "wait", lambda fs, **kw: calls.append(1) or real_wait(fs, **kw))
+    monkeypatch.setattr(multistream, "TASK_BYTES", 4000)
+    extract_dump(dumps["multi"], "en", tmp_path / "pool", num_workers=2, progress=False)
+    extract_dump(dumps["multi"], "en", tmp_path / "inline", num_workers=1, progress=False)
+    for name in FILES:
+        assert (tmp_path / "pool" / name).read_bytes() == (tmp_path / "inline" / name).read_bytes()
+    assert pool.submitted > 6 and len(calls) <= pool.submitted + 1  # one wait per written task, not a spin

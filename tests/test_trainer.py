@@ -307,6 +307,26 @@ def test_flops_accounting_counts_the_heads_at_masked_positions():
     assert head_flops(base, 0, 1) > 3 * encoder  # a masked entity's 1.2M-way softmax outweighs a token
 
 
+def test_log_records_are_ratios_of_the_summed_figures():
+    from pretrain.metrics import eval_record, train_record
+
+    s = {"loss": 6.0, "micro_batches": 3, "mlm_loss": 8.0, "mlm_correct": 1.0, "mlm_count": 4,
+         "mep_loss": 3.0, "mep_correct": 2.0, "mep_count": 2, "en/mlm_loss": 8.0, "en/mlm_correct": 1.0,
+         "en/mlm_count": 4, "en/mep_loss": 0.0, "en/mep_correct": 0.0, "en/mep_count": 0, "ja/mlm_loss": 0.0,
+         "ja/mlm_correct": 0.0, "ja/mlm_count": 0, "ja/mep_loss": 3.0, "ja/mep_correct": 2.0, "ja/mep_count": 2,
+         "words": 300, "entities": 100, "padded": 600, "flops": 8e12, "data_seconds": 1.0, "seconds": 8.0}
+    rec = train_record(s, 7, ["en", "ja"], world_size=2, peak=1e12)
+    assert rec == {"step": 7, "train/loss": 2.0, "train/loss_mlm": 2.0, "train/loss_mep": 1.5, "train/acc_mlm": 0.25,
+                   "train/acc_mep": 1.0, "train/en/loss_mlm": 2.0, "train/ja/loss_mep": 1.5,
+                   "throughput/tokens_per_s": 100.0, "throughput/word_tokens_per_s": 75.0,
+                   "throughput/data_wait_pct": 12.5, "throughput/padded_per_real_token": 1.5,
+                   "throughput/mfu": 1.0}  # 8e12 FLOPs in 4 s on 2 x 1e12 FLOP/s
+    assert "throughput/mfu" not in train_record(s, 7, ["en", "ja"], world_size=2, peak=None)  # CPUs: no peak
+    assert eval_record(s, 7, ["en", "ja"]) == {
+        "step": 7, "eval/en/loss_mlm": 2.0, "eval/en/acc_mlm": 0.25, "eval/ja/loss_mep": 1.5, "eval/ja/acc_mep": 1.0,
+        "eval/acc_mlm": 0.25, "eval/acc_mep": 1.0}
+
+
 @pytest.mark.parametrize("entity_aware", [False, True])
 def test_flops_accounting_equals_torch_flop_counter(entity_aware):
     """batch_flops against what torch counts in a real forward + backward (no padding, so that both count
