@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from preprocessing.config import LANGUAGES  # noqa: E402
-from preprocessing.interwiki import SITELINKS_TABLE, build_interwiki, sitelinks_file  # noqa: E402
+from preprocessing.interwiki import SITELINKS_TABLE, build_interwiki, sitelinks_file, sql_quote  # noqa: E402
 
 SAMPLES = (REPO / "sample" / "wikidata-sample.json", REPO / "sample" / "more" / "wikidata-more.json")
 LANGS = [*LANGUAGES, "bg"]
@@ -54,14 +54,6 @@ def sample_items() -> list[dict]:
             if line.startswith("{"):
                 items.append(json.loads(line))
     return items
-
-
-def _sql_string(text: str) -> bytes:
-    data = text.encode("utf-8")
-    for char, escaped in ((b"\\", b"\\\\"), (b"'", b"\\'"), (b'"', b'\\"'), (b"\n", b"\\n"),
-                          (b"\r", b"\\r"), (b"\0", b"\\0"), (b"\x1a", b"\\Z")):
-        data = data.replace(char, escaped)
-    return b"'" + data + b"'"
 
 
 def copies(items: list[dict], n: int, other_sites: int = 0, filler: int = 0):
@@ -134,8 +126,8 @@ def write_inputs(tmp: Path, n: int, compress: str, other_sites: int = 0,
                 continue
             for site, link in item["sitelinks"].items():
                 rows += 1
-                line.append(b"(%d,%s,%s,%s)" % (rows, item["id"][1:].encode(), _sql_string(site),
-                                                _sql_string(link["title"])))
+                line.append(b"(%d,%s,%s,%s)" % (rows, item["id"][1:].encode(), sql_quote(site),
+                                                sql_quote(link["title"])))
                 if len(line) == ROWS_PER_LINE:
                     f.write(b"INSERT INTO `%s` VALUES %s;\n" % (SITELINKS_TABLE.encode(), b",".join(line)))
                     line = []

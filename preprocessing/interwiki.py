@@ -360,6 +360,16 @@ def _sql_unescape(raw: bytes) -> bytes:
     return _SQL_ESCAPE.sub(lambda m: _SQL_ESCAPES.get(m.group(1), m.group(1)), raw)
 
 
+def sql_quote(text: str) -> bytes:
+    """A string quoted as mysqldump writes it: what _sql_unescape reads back (tests and benchmarks
+    write sitelinks tables with it)."""
+    data = text.encode("utf-8")
+    for char, escaped in ((b"\\", b"\\\\"), (b"'", b"\\'"), (b'"', b'\\"'), (b"\n", b"\\n"),
+                          (b"\r", b"\\r"), (b"\0", b"\\0"), (b"\x1a", b"\\Z")):
+        data = data.replace(char, escaped)
+    return b"'" + data + b"'"
+
+
 def _sql_error(path: Path, lineno: int, body: bytes) -> WikidataError:
     """Where in a line that failed the row grammar it stops parsing."""
     pos = 0

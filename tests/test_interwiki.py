@@ -132,19 +132,23 @@ def test_load_keep_and_conflicts(tmp_path, caplog):
     assert load_interwiki(tmp_path, ["en", "ja"], keep={"en": {"Paris"}}) == {("en", "Paris"): "Q90"}
 
 
-def test_external_bzip2(tmp_path, wikidata_sample, monkeypatch):
-    # lbzip2/pbzip2 decompress the real dump in parallel; plain bzip2 takes the same path here.
-    monkeypatch.setattr("preprocessing.interwiki.PARALLEL_BZIP2", ("bzip2",))
-    src = tmp_path / "latest-all.json.bz2"
-    src.write_bytes(bz2.compress(wikidata_sample.read_bytes()))
+@pytest.mark.parametrize("setting,tool,suffix,compress", [
+    ("PARALLEL_BZIP2", "bzip2", "bz2", bz2.compress),  # lbzip2/pbzip2 decompress the real dump in parallel
+    ("PARALLEL_GZIP", "gzip", "gz", gzip.compress),  # igzip/pigz faster than Python's zlib
+])
+def test_external_decompressor(tmp_path, wikidata_sample, monkeypatch, setting, tool, suffix, compress):
+    # the plain bzip2/gzip command takes the same path as the parallel ones here
+    monkeypatch.setattr(f"preprocessing.interwiki.{setting}", (tool,))
+    src = tmp_path / f"latest-all.json.{suffix}"
+    src.write_bytes(compress(wikidata_sample.read_bytes()))
     out = tmp_path / "out"
     out.mkdir()
     assert build_interwiki(src, ["en"], out, progress=False)["complete"]
     assert _tsv(out / "en.tsv") == EN
     lines = [line.rstrip(",") for line in wikidata_sample.read_text(encoding="utf-8").splitlines()]
-    data = bz2.compress(("[\n" + ",\n".join(lines[1:-1] * 150) + "\n]\n").encode())
+    data = compress(("[\n" + ",\n".join(lines[1:-1] * 150) + "\n]\n").encode())
     src.write_bytes(data[: len(data) // 2])
-    with pytest.raises(WikidataError, match=r"truncated or corrupt compressed data after line [1-9]\d* \(bzip2: "):
+    with pytest.raises(WikidataError, match=rf"truncated or corrupt compressed data after line [1-9]\d* \({tool}: "):
         build_interwiki(src, ["en"], out, progress=False)
 
 
@@ -178,17 +182,3 @@ def test_lexemes_properties_urls_badges_and_crlf(tmp_path):
     assert stats["items"] == 1 and stats["malformed"] == 0 and stats["complete"]
 
 
-def test_external_gzip(tmp_path, wikidata_sample, monkeypatch):
-    # igzip/pigz decompress faster than Python's zlib; plain gzip takes the same path here.
-    monkeypatch.setattr("preprocessing.interwiki.PARALLEL_GZIP", ("gzip",))
-    src = tmp_path / "latest-all.json.gz"
-    src.write_bytes(gzip.compress(wikidata_sample.read_bytes()))
-    out = tmp_path / "out"
-    out.mkdir()
-    assert build_interwiki(src, ["en"], out, progress=False)["complete"]
-    assert _tsv(out / "en.tsv") == EN
-    lines = [line.rstrip(",") for line in wikidata_sample.read_text(encoding="utf-8").splitlines()]
-    data = gzip.compress(("[\n" + ",\n".join(lines[1:-1] * 150) + "\n]\n").encode())
-    src.write_bytes(data[: len(data) // 2])
-    with pytest.raises(WikidataError, match=r"truncated or corrupt compressed data after line [1-9]\d* \(gzip: "):
-        build_interwiki(src, ["en"], out, progress=False)

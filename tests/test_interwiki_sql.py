@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from preprocessing.config import PreprocessConfig
-from preprocessing.interwiki import WikidataError, build_interwiki, input_format, load_disambiguation, load_interwiki
+from preprocessing.interwiki import (
+    WikidataError,
+    build_interwiki,
+    input_format,
+    load_disambiguation,
+    load_interwiki,
+    sql_quote,
+)
 from preprocessing.pipeline import PreprocessError, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,18 +41,9 @@ TRAILER = (b"/*!40000 ALTER TABLE `wb_items_per_site` ENABLE KEYS */;\nUNLOCK TA
            b"-- Dump completed on 2024-05-01 12:00:00\n")
 
 
-def sql_string(text: str) -> bytes:
-    """A string as mysqldump quotes it."""
-    data = text.encode("utf-8")
-    for char, escaped in ((b"\\", b"\\\\"), (b"'", b"\\'"), (b'"', b'\\"'), (b"\n", b"\\n"),
-                          (b"\r", b"\\r"), (b"\0", b"\\0"), (b"\x1a", b"\\Z")):
-        data = data.replace(char, escaped)
-    return b"'" + data + b"'"
-
-
 def sql_dump(rows: list[tuple[int, str, str]], per_line: int = 3) -> bytes:
     """A sitelinks table dump of (item number, site, title) rows."""
-    values = [b"(%d,%d,%s,%s)" % (i, item, sql_string(site), sql_string(title))
+    values = [b"(%d,%d,%s,%s)" % (i, item, sql_quote(site), sql_quote(title))
               for i, (item, site, title) in enumerate(rows, 1)]
     lines = [b"INSERT INTO `wb_items_per_site` VALUES " + b",".join(values[i:i + per_line]) + b";\n"
              for i in range(0, len(values), per_line)]
