@@ -14,7 +14,9 @@ outside every 50 ms) are its own. Figures:
   so that the dataset holds every link, as large as a real run's (an excerpt's links mostly point
   outside it). `_wall`: the same with wall times.
 - multistream_Nw_speedup, plain_Nw_speedup: extract's wall time with 1 worker over N workers;
-  wikiextractor_Nw_speedup: the same for wikiextractor's --processes.
+  multistream_xM_Nw_speedup the same on the M times larger dump (where the pool's start-up and its
+  last, unevenly shared chunks weigh less, as in a real dump); wikiextractor_Nw_speedup: the same
+  for wikiextractor's --processes.
 - extract_peak_mem_ratio: peak memory of extract (N workers) on the 8x dump (--memory-scale) over
   the 1x dump; wikiextractor's beside it.
 - resume_time_ratio: the pipeline killed (SIGKILL, all its processes) halfway through an
@@ -300,7 +302,8 @@ def main() -> None:
                 run(f"extract {kind} {workers}w", "extract", inputs[kind], workers)
         for workers in (1, n):
             run(f"wikiextractor {workers}p", "wikiextractor", inputs["plain"], workers)
-        run(f"extract multistream x{args.memory_scale} {n}w", "extract", inputs["multistream_big"], n)
+        for workers in (1, n):  # scaling where start-up and the last chunks weigh less, as in a real dump
+            run(f"extract multistream x{args.memory_scale} {workers}w", "extract", inputs["multistream_big"], workers)
         run(f"wikiextractor x{args.memory_scale} {n}p", "wikiextractor", inputs["multistream_big"], n)
         full = run("pipeline 1w", "pipeline", inputs["multistream"], 1)
         # Killed halfway through, then started again on the same output directory.
@@ -317,6 +320,8 @@ def main() -> None:
             "extract_vs_wikiextractor": we1["cpu"] / runs["extract multistream 1w"]["cpu"],
             f"multistream_{n}w_speedup": runs["extract multistream 1w"]["wall"] / runs[f"extract multistream {n}w"]["wall"],
             f"plain_{n}w_speedup": runs["extract plain 1w"]["wall"] / runs[f"extract plain {n}w"]["wall"],
+            f"multistream_x{args.memory_scale}_{n}w_speedup": runs[f"extract multistream x{args.memory_scale} 1w"]["wall"]
+            / runs[f"extract multistream x{args.memory_scale} {n}w"]["wall"],
             f"wikiextractor_{n}w_speedup": we1["wall"] / wen["wall"],
             # On n idle cores: the CPU time spread over the cores, or the main process, bounds it.
             f"multistream_{n}w_speedup_idle": runs["extract multistream 1w"]["cpu"] / _bound(runs[f"extract multistream {n}w"], n),
@@ -335,7 +340,8 @@ def main() -> None:
         print(f"full pipeline (1 worker, every link kept) vs wikiextractor: "
               f"{figures['pipeline_vs_wikiextractor']:.2f}x per CPU-second, "
               f"{figures['pipeline_vs_wikiextractor_wall']:.2f}x wall")
-        print(f"extract {n} workers vs 1: multistream {figures[f'multistream_{n}w_speedup']:.2f}x, plain "
+        print(f"extract {n} workers vs 1: multistream {figures[f'multistream_{n}w_speedup']:.2f}x (on the "
+              f"x{args.memory_scale} dump {figures[f'multistream_x{args.memory_scale}_{n}w_speedup']:.2f}x), plain "
               f"{figures[f'plain_{n}w_speedup']:.2f}x (wikiextractor --processes {n}: "
               f"{figures[f'wikiextractor_{n}w_speedup']:.2f}x)")
         print(f"peak memory on the x{args.memory_scale} dump over the x1 dump: extract "

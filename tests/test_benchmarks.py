@@ -17,7 +17,8 @@ FIGURES = {
     "gpu_check.py": ("zero1_tokens_per_s", "zero1_data_wait_pct", "zero1_padded_per_real", "model_step_s"),
     "interwiki.py": ("json_lines_per_s", "sql_rows_per_s", "sql_speedup"),
     "model_step.py": ("speedup_vs_hf", "memory_ratio_vs_hf"),
-    "preprocess.py": ("pipeline_vs_wikiextractor", "multistream_2w_speedup", "plain_2w_speedup",
+    "preprocess.py": ("pipeline_vs_wikiextractor", "multistream_2w_speedup", "multistream_x4_2w_speedup",
+                      "plain_2w_speedup", "extract_capacity_2proc",
                       "extract_peak_mem_ratio", "resume_time_ratio"),
     "train_step.py": ("tiny_tokens_per_s", "tiny_step_s", "tiny_data_wait_pct"),
 }
