@@ -352,7 +352,7 @@ def _executor(num_workers: int):
     # BrokenProcessPool instead of hanging, as multiprocessing.Pool would.
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        # Imported once in the server, not once per worker (wikitext's tables take ~1 CPU-s).
+        # Imported once in the server, not once per worker (~0.5 CPU-s each).
         context.set_forkserver_preload([__name__])
     else:
         context = multiprocessing.get_context("spawn")
